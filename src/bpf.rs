@@ -1,0 +1,33 @@
+//! The skeleton libbpf-cargo generates from bpf/flow.bpf.c, and the shared
+//! types of bpf/flow.h as Rust sees them.
+
+#[allow(clippy::all, clippy::pedantic, unused_imports, unsafe_op_in_unsafe_fn)]
+mod skel {
+    include!(concat!(env!("OUT_DIR"), "/flow.skel.rs"));
+}
+
+pub use skel::types::{flow_bytes as FlowBytes, flow_key as FlowKey};
+pub use skel::{FlowSkel, FlowSkelBuilder, OpenFlowSkel};
+
+// SAFETY: both are generated `#[repr(C)]` structs made only of integers and
+// integer arrays with no padding, so every byte pattern is a valid value.
+unsafe impl plain::Plain for FlowKey {}
+// SAFETY: as above.
+unsafe impl plain::Plain for FlowBytes {}
+
+/// Map names as `bpftool map list` shows them.
+pub const FLOW_MAP: &str = "tcp_flow_bytes";
+pub const OVERFLOW_MAP: &str = "flow_overflow";
+pub const KPROBE_INFLIGHT_MAP: &str = "kprobe_inflight";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_structs_have_the_c_layout() {
+        // flow.h: 16 + 16 address bytes, then four u16; three u64 counters.
+        assert_eq!(std::mem::size_of::<FlowKey>(), 40);
+        assert_eq!(std::mem::size_of::<FlowBytes>(), 24);
+    }
+}

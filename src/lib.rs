@@ -1,0 +1,18 @@
+//! tcp-flow-exporter: exact per-flow TCP byte counters for Prometheus.
+//!
+//! The data flows through the modules in this order:
+//! kernel hook (`bpf/flow.bpf.c`, loaded by [`probe`]) → BPF map
+//! ([`map_reader`]) → snapshot ([`flows`]) → metric families ([`metrics`]) →
+//! HTTP ([`http`], [`negotiate`], [`pages`]).
+
+pub mod bpf;
+pub mod cli;
+pub mod flows;
+pub mod http;
+pub mod kernel;
+pub mod map_reader;
+pub mod metrics;
+pub mod negotiate;
+pub mod pages;
+pub mod privileges;
+pub mod probe;

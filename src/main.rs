@@ -1,0 +1,114 @@
+//! Entry point: parse flags, check privileges, attach the probe, serve HTTP
+//! until SIGINT or SIGTERM, then detach everything.
+
+use std::io::{self, IsTerminal};
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Parser;
+use tracing::info;
+
+use tcp_flow_exporter::bpf::FLOW_MAP;
+use tcp_flow_exporter::cli::{Cli, ListenAddress};
+use tcp_flow_exporter::http::{self, AppState};
+use tcp_flow_exporter::metrics::ExporterInfo;
+use tcp_flow_exporter::probe::Probe;
+use tcp_flow_exporter::{kernel, privileges};
+
+fn main() -> ExitCode {
+    // Usage errors exit with status 2 from inside parse().
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tcp-flow-exporter: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level.as_filter())
+        .with_writer(io::stderr)
+        .with_target(false)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+    // libbpf explains load failures at length; keep that for --log.level=debug
+    // so a fallback under --probe=auto does not flood the log.
+    libbpf_rs::set_print(Some((
+        libbpf_rs::PrintLevel::Debug,
+        |_level, message| tracing::debug!(target: "libbpf", "{}", message.trim_end()),
+    )));
+}
+
+fn run(cli: Cli) -> Result<()> {
+    kernel::require_kernel_btf(kernel::VMLINUX_BTF.as_ref()).map_err(|e| anyhow!(e))?;
+    privileges::require_bpf_capabilities().map_err(|e| anyhow!(e))?;
+    // Bind before loading BPF, so a taken port fails fast and attaches nothing.
+    let listener = bind(&cli.listen_address)?;
+
+    let probe = Probe::attach(cli.probe, cli.flows_max)?;
+    info!(backend = probe.backend().name(), "counting TCP bytes");
+    let state = Arc::new(AppState {
+        maps: probe.flow_maps().context("opening the BPF maps")?,
+        info: ExporterInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            backend: probe.backend().name(),
+            map_name: FLOW_MAP,
+            map_capacity: cli.flows_max,
+        },
+        telemetry_path: cli.telemetry_path.clone(),
+        scrape_errors: AtomicU64::new(0),
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        info!(address = %listener.local_addr()?, path = %cli.telemetry_path, "serving metrics");
+        http::serve(listener, state, shutdown_signal()?).await;
+        Ok::<_, io::Error>(())
+    })?;
+
+    drop(probe);
+    info!("detached all BPF programs; exiting");
+    Ok(())
+}
+
+fn bind(address: &ListenAddress) -> Result<TcpListener> {
+    let mut last_error = None;
+    for candidate in &address.candidates {
+        match TcpListener::bind(candidate) {
+            Ok(listener) => {
+                listener.set_nonblocking(true)?;
+                return Ok(listener);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                return Err(anyhow!("cannot listen on {}: address already in use", address.text));
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let e = last_error.expect("a listen address has at least one candidate");
+    Err(anyhow!("cannot listen on {}: {e}", address.text))
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+fn shutdown_signal() -> io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => info!("SIGINT received, shutting down"),
+            _ = terminate.recv() => info!("SIGTERM received, shutting down"),
+        }
+    })
+}

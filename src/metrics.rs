@@ -1,0 +1,280 @@
+//! Turns one snapshot into metric families, in the exposition format the
+//! scraper asked for.
+//!
+//! Flow counters are the kernel's own u64 totals, emitted as they are at
+//! scrape time (a const-counter collector). Nothing is accumulated here with
+//! `inc_by`, so a counter can never drift from the kernel's value.
+
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelKey, EncodeLabelSet, LabelSetEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::exemplar::Exemplar;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::flows::{Flow, Snapshot};
+
+/// The exposition formats /metrics negotiates between.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics text 1.0.0.
+    OpenMetrics,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Facts about the exporter that do not change between scrapes.
+#[derive(Clone, Debug)]
+pub struct ExporterInfo {
+    pub version: &'static str,
+    pub backend: &'static str,
+    pub map_name: &'static str,
+    pub map_capacity: u32,
+}
+
+/// Self-metrics kept across scrapes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScrapeStats {
+    pub errors: u64,
+}
+
+/// Encodes a snapshot and the self-metrics into `format`.
+pub fn encode(
+    snapshot: Arc<Snapshot>,
+    info: &ExporterInfo,
+    stats: ScrapeStats,
+    format: Format,
+) -> Result<String, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ScrapeCollector {
+        snapshot,
+        info: info.clone(),
+        stats,
+    }));
+    let mut out = String::new();
+    match format {
+        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?,
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry)?,
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct ScrapeCollector {
+    snapshot: Arc<Snapshot>,
+    info: ExporterInfo,
+    stats: ScrapeStats,
+}
+
+type NoExemplar = Exemplar<NoLabelSet, u64>;
+
+impl Collector for ScrapeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let flows = &self.snapshot.flows;
+        flow_counter(
+            &mut encoder,
+            "tcp_flow_sent",
+            "TCP payload bytes the local socket (src) sent to its peer (dst).",
+            flows,
+            |f| f.sent,
+        )?;
+        flow_counter(
+            &mut encoder,
+            "tcp_flow_received",
+            "TCP payload bytes the local socket (src) received from its peer (dst).",
+            flows,
+            |f| f.received,
+        )?;
+        self.encode_self_metrics(&mut encoder)
+    }
+}
+
+fn flow_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    flows: &[Flow],
+    value: impl Fn(&Flow) -> u64,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, Some(&Unit::Bytes), MetricType::Counter)?;
+    for flow in flows {
+        metric
+            .encode_family(&FlowLabels(flow))?
+            .encode_counter::<NoLabelSet, _, u64>(&value(flow), None::<&NoExemplar>)?;
+    }
+    Ok(())
+}
+
+impl ScrapeCollector {
+    fn encode_self_metrics(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let snap = &self.snapshot;
+        let info = &self.info;
+
+        encoder
+            .encode_descriptor(
+                "tcp_flow_exporter_build",
+                "Build and runtime facts about tcp-flow-exporter; always 1.",
+                None,
+                MetricType::Info,
+            )?
+            .encode_info(&[("version", info.version), ("backend", info.backend)])?;
+
+        let map = [("map", info.map_name)];
+        gauge(encoder, "tcp_flow_exporter_map_entries", "Entries in the BPF map at this scrape.", &map, snap.flows.len() as u64 + snap.undecodable)?;
+        gauge(encoder, "tcp_flow_exporter_map_capacity", "Capacity (max_entries) of the BPF map, from --flows.max.", &map, u64::from(info.map_capacity))?;
+
+        let mut overflow = encoder.encode_descriptor(
+            "tcp_flow_exporter_overflow",
+            "Payload bytes counted while the flow map was full, so not attributed to a flow.",
+            Some(&Unit::Bytes),
+            MetricType::Counter,
+        )?;
+        for (direction, bytes) in [("sent", snap.overflow.sent), ("received", snap.overflow.received)] {
+            overflow
+                .encode_family(&[("direction", direction)])?
+                .encode_counter::<NoLabelSet, _, u64>(&bytes, None::<&NoExemplar>)?;
+        }
+
+        encoder
+            .encode_descriptor(
+                "tcp_flow_exporter_undecodable_entries",
+                "Flow map entries with an unknown address family, skipped (a bug if not 0).",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&snap.undecodable)?;
+        encoder
+            .encode_descriptor(
+                "tcp_flow_exporter_scrape_errors",
+                "Scrapes that failed to read the BPF maps since start.",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(&self.stats.errors, None::<&NoExemplar>)?;
+        encoder
+            .encode_descriptor(
+                "tcp_flow_exporter_scrape_duration",
+                "Time this scrape spent reading and decoding the BPF maps.",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&snap.read_duration.as_secs_f64())
+    }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labels: &impl EncodeLabelSet,
+    value: u64,
+) -> fmt::Result {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_family(labels)?
+        .encode_gauge(&value)
+}
+
+/// `src_*` is the local socket, `dst_*` the peer, whoever connected.
+struct FlowLabels<'a>(&'a Flow);
+
+impl EncodeLabelSet for FlowLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        let flow = self.0;
+        label(encoder, "src_ip", flow.local.ip())?;
+        label(encoder, "src_port", flow.local.port())?;
+        label(encoder, "dst_ip", flow.remote.ip())?;
+        label(encoder, "dst_port", flow.remote.port())
+    }
+}
+
+fn label(encoder: &mut LabelSetEncoder, key: &str, value: impl fmt::Display) -> fmt::Result {
+    let mut label = encoder.encode_label();
+    let mut key_encoder = label.encode_label_key()?;
+    key.encode(&mut key_encoder)?;
+    let mut value_encoder = key_encoder.encode_label_value()?;
+    write!(value_encoder, "{value}")?;
+    value_encoder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::Overflow;
+    use std::time::Duration;
+
+    fn snapshot() -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            flows: vec![
+                Flow {
+                    local: "127.0.0.1:40000".parse().unwrap(),
+                    remote: "127.0.0.1:8080".parse().unwrap(),
+                    sent: 1234,
+                    received: 0,
+                    last_seen_ns: 1,
+                },
+                Flow {
+                    local: "[::1]:8080".parse().unwrap(),
+                    remote: "[::1]:40001".parse().unwrap(),
+                    sent: 0,
+                    received: 18_446_744_073_709_551_615,
+                    last_seen_ns: 2,
+                },
+            ],
+            overflow: Overflow { sent: 7, received: 9 },
+            undecodable: 0,
+            read_duration: Duration::from_millis(3),
+            taken_at_ns: 3,
+        })
+    }
+
+    fn info() -> ExporterInfo {
+        ExporterInfo {
+            version: "1.2.3",
+            backend: "tracepoint",
+            map_name: "tcp_flow_bytes",
+            map_capacity: 65536,
+        }
+    }
+
+    #[test]
+    fn text_format_has_exact_flow_samples() {
+        let out = encode(snapshot(), &info(), ScrapeStats { errors: 2 }, Format::Text).unwrap();
+        for line in [
+            "# TYPE tcp_flow_sent_bytes_total counter",
+            r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="40000",dst_ip="127.0.0.1",dst_port="8080"} 1234"#,
+            r#"tcp_flow_received_bytes_total{src_ip="::1",src_port="8080",dst_ip="::1",dst_port="40001"} 18446744073709551615"#,
+            r#"tcp_flow_exporter_build_info{version="1.2.3",backend="tracepoint"} 1"#,
+            r#"tcp_flow_exporter_map_entries{map="tcp_flow_bytes"} 2"#,
+            r#"tcp_flow_exporter_map_capacity{map="tcp_flow_bytes"} 65536"#,
+            r#"tcp_flow_exporter_overflow_bytes_total{direction="sent"} 7"#,
+            r#"tcp_flow_exporter_overflow_bytes_total{direction="received"} 9"#,
+            "tcp_flow_exporter_scrape_errors_total 2",
+            "tcp_flow_exporter_scrape_duration_seconds 0.003",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+        assert!(!out.contains("# EOF"), "0.0.4 has no EOF marker");
+    }
+
+    #[test]
+    fn openmetrics_format_ends_with_eof() {
+        let out = encode(snapshot(), &info(), ScrapeStats::default(), Format::OpenMetrics).unwrap();
+        assert!(out.ends_with("# EOF\n"), "{out}");
+        assert!(out.contains("# TYPE tcp_flow_sent_bytes counter\n# UNIT tcp_flow_sent_bytes bytes\n"), "{out}");
+        assert!(out.contains(r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="40000",dst_ip="127.0.0.1",dst_port="8080"} 1234"#), "{out}");
+    }
+}

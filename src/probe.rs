@@ -1,0 +1,258 @@
+//! Chooses a hook backend, loads the BPF object for it and attaches it.
+//!
+//! A backend is only taken after it really loaded and attached: a kernel's
+//! version says little about what a distribution enabled or a lockdown allows.
+
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapHandle, OpenObject};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::bpf::{FlowBytes, FlowKey, FlowSkel, FlowSkelBuilder};
+use crate::cli::ProbeChoice;
+use crate::flows::FlowMaps;
+use crate::kernel::KernelFeatures;
+
+/// A set of hooks that together count every send and receive.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Tracepoint,
+    Fentry,
+    Kprobe,
+}
+
+impl Backend {
+    /// Cheapest first: one tp_btf program per direction, then fexit
+    /// trampolines, then kprobe/kretprobe pairs with a map between them.
+    pub const BY_COST: [Backend; 3] = [Backend::Tracepoint, Backend::Fentry, Backend::Kprobe];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Tracepoint => "tracepoint",
+            Backend::Fentry => "fentry",
+            Backend::Kprobe => "kprobe",
+        }
+    }
+
+    /// The BPF programs this backend needs on a kernel with `features`, or
+    /// why it cannot count everything there.
+    pub fn programs(self, features: &KernelFeatures) -> Result<Vec<&'static str>, String> {
+        let recv_nonblock = features.tcp_recvmsg_has_nonblock;
+        let programs = match self {
+            Backend::Tracepoint => {
+                if !features.sock_length_tracepoints {
+                    return Err("the kernel has no sock:sock_send_length tracepoint \
+                                (added in Linux 6.3)"
+                        .into());
+                }
+                if features.tcp_sendpage {
+                    return Err("sendfile() bypasses sock_sendmsg() on this kernel \
+                                (tcp_sendpage exists; before Linux 6.5), so the \
+                                tracepoints would miss its bytes"
+                        .into());
+                }
+                vec!["tp_sock_send_length", "tp_sock_recv_length"]
+            }
+            Backend::Fentry => {
+                let mut p = vec!["fexit_tcp_sendmsg"];
+                p.push(if recv_nonblock { "fexit_tcp_recvmsg_nonblock" } else { "fexit_tcp_recvmsg" });
+                if features.tcp_sendpage {
+                    p.push("fexit_tcp_sendpage");
+                }
+                p
+            }
+            Backend::Kprobe => {
+                let mut p = vec!["kprobe_tcp_sendmsg", "kretprobe_tcp_sendmsg"];
+                p.push(if recv_nonblock { "kprobe_tcp_recvmsg_nonblock" } else { "kprobe_tcp_recvmsg" });
+                p.push("kretprobe_tcp_recvmsg");
+                if features.tcp_sendpage {
+                    p.extend(["kprobe_tcp_sendpage", "kretprobe_tcp_sendpage"]);
+                }
+                p
+            }
+        };
+        Ok(programs)
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error("reading kernel BTF: {0}")]
+    Btf(String),
+    #[error("the {backend} backend cannot be used on this kernel: {reason}")]
+    Unsupported { backend: Backend, reason: String },
+    #[error("the {backend} backend failed to {step}: {source}")]
+    Libbpf {
+        backend: Backend,
+        step: String,
+        source: libbpf_rs::Error,
+    },
+    #[error("no backend works on this kernel: {0}")]
+    NoBackend(String),
+}
+
+/// One attached BPF program.
+#[derive(Debug)]
+pub struct AttachedProgram {
+    pub name: &'static str,
+    pub id: u32,
+    _link: Link,
+}
+
+/// The loaded BPF object with its programs attached. Dropping it detaches
+/// every program and frees the maps.
+pub struct Probe {
+    // Links go first so that programs detach before the object closes.
+    programs: Vec<AttachedProgram>,
+    skel: FlowSkel<'static>,
+    backend: Backend,
+    capacity: u32,
+}
+
+impl fmt::Debug for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Probe")
+            .field("backend", &self.backend)
+            .field("programs", &self.programs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probe {
+    /// Loads and attaches the chosen backend, or under `auto` the cheapest one
+    /// that works, logging why each cheaper one was passed over.
+    pub fn attach(choice: ProbeChoice, flows_max: u32) -> Result<Probe, ProbeError> {
+        let features = KernelFeatures::detect().map_err(ProbeError::Btf)?;
+        debug!(?features, "kernel features");
+        let explicit = match choice {
+            ProbeChoice::Auto => None,
+            ProbeChoice::Tracepoint => Some(Backend::Tracepoint),
+            ProbeChoice::Fentry => Some(Backend::Fentry),
+            ProbeChoice::Kprobe => Some(Backend::Kprobe),
+        };
+        if let Some(backend) = explicit {
+            return Self::try_backend(backend, &features, flows_max, true);
+        }
+        let mut reasons = Vec::new();
+        for backend in Backend::BY_COST {
+            match Self::try_backend(backend, &features, flows_max, true) {
+                Ok(probe) => return Ok(probe),
+                Err(e) => {
+                    warn!(backend = backend.name(), error = %e, "backend unusable, trying the next");
+                    reasons.push(e.to_string());
+                }
+            }
+        }
+        Err(ProbeError::NoBackend(reasons.join("; ")))
+    }
+
+    /// Loads the object with `backend`'s programs, without attaching them
+    /// unless `attach` is set. Tests use `attach = false` to get bare maps.
+    pub fn try_backend(
+        backend: Backend,
+        features: &KernelFeatures,
+        flows_max: u32,
+        attach: bool,
+    ) -> Result<Probe, ProbeError> {
+        let wanted = backend
+            .programs(features)
+            .map_err(|reason| ProbeError::Unsupported { backend, reason })?;
+        let libbpf = |step: &str| {
+            let step = step.to_owned();
+            move |source| ProbeError::Libbpf {
+                backend,
+                step,
+                source,
+            }
+        };
+
+        // The skeleton borrows its object storage for as long as it lives; the
+        // probe lives until shutdown, so the (pointer-sized) storage is leaked
+        // once per load attempt. The object itself is freed with the skeleton.
+        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = FlowSkelBuilder::default()
+            .open(storage)
+            .map_err(libbpf("open the BPF object"))?;
+        open.maps
+            .tcp_flow_bytes
+            .set_max_entries(flows_max)
+            .map_err(libbpf("size the flow map"))?;
+        if backend != Backend::Kprobe {
+            // Only the kprobe backend carries sockets from entry to return.
+            open.maps
+                .kprobe_inflight
+                .set_max_entries(1)
+                .map_err(libbpf("size the kprobe map"))?;
+        }
+        for mut prog in open.open_object_mut().progs_mut() {
+            let name = prog.name().to_string_lossy();
+            prog.set_autoload(wanted.iter().any(|w| *w == name));
+        }
+        let skel = open.load().map_err(libbpf("load"))?;
+        check_shared_layout(&skel).map_err(|reason| ProbeError::Unsupported { backend, reason })?;
+
+        let mut programs = Vec::with_capacity(wanted.len());
+        if attach {
+            for prog in skel.object().progs_mut() {
+                let Some(name) = wanted.iter().copied().find(|w| *w == prog.name().to_string_lossy()) else {
+                    continue;
+                };
+                let link = prog.attach().map_err(libbpf(&format!("attach {name}")))?;
+                let id = libbpf_rs::Program::id_from_fd(prog.as_fd()).unwrap_or(0);
+                programs.push(AttachedProgram { name, id, _link: link });
+            }
+        }
+        let capacity = skel.maps.tcp_flow_bytes.max_entries();
+        info!(
+            backend = backend.name(),
+            programs = ?programs.iter().map(|p| format!("{}(id {})", p.name, p.id)).collect::<Vec<_>>(),
+            flows_max = capacity,
+            "BPF programs loaded"
+        );
+        Ok(Probe {
+            programs,
+            skel,
+            backend,
+            capacity,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn programs(&self) -> &[AttachedProgram] {
+        &self.programs
+    }
+
+    /// Handles on the maps a scrape reads; they stay valid after the probe is
+    /// dropped, but the programs no longer write to them then.
+    pub fn flow_maps(&self) -> Result<FlowMaps, libbpf_rs::Error> {
+        Ok(FlowMaps {
+            flows: MapHandle::try_from(&self.skel.maps.tcp_flow_bytes)?,
+            overflow: MapHandle::try_from(&self.skel.maps.flow_overflow)?,
+            capacity: self.capacity,
+        })
+    }
+}
+
+/// The skeleton's Rust types come from the same header as the C structs, but
+/// the map is what the kernel really created; refuse to misread it.
+fn check_shared_layout(skel: &FlowSkel<'_>) -> Result<(), String> {
+    let map = &skel.maps.tcp_flow_bytes;
+    let (key, value) = (map.key_size() as usize, map.value_size() as usize);
+    if key != std::mem::size_of::<FlowKey>() || value != std::mem::size_of::<FlowBytes>() {
+        return Err(format!("flow map has key/value sizes {key}/{value}, expected 40/24"));
+    }
+    Ok(())
+}
