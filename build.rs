@@ -19,7 +19,16 @@ fn main() {
 
     SkeletonBuilder::new()
         .source(SOURCE)
-        .clang_args(["-I", vmlinux.as_str(), "-I", "bpf", "-Wall", "-Werror", "-O2", "-g"])
+        .clang_args([
+            "-I",
+            vmlinux.as_str(),
+            "-I",
+            "bpf",
+            "-Wall",
+            "-Werror",
+            "-O2",
+            "-g",
+        ])
         .build_and_generate(out.join("flow.skel.rs"))
         .unwrap_or_else(|e| panic!("building {SOURCE}: {e:#}"));
 

@@ -1,7 +1,14 @@
 //! The skeleton libbpf-cargo generates from bpf/flow.bpf.c, and the shared
 //! types of bpf/flow.h as Rust sees them.
 
-#[allow(clippy::all, clippy::pedantic, unused_imports, unsafe_op_in_unsafe_fn)]
+// Generated code: its lints are libbpf-cargo's business, not ours.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
+    unused_imports,
+    unsafe_op_in_unsafe_fn
+)]
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/flow.skel.rs"));
 }

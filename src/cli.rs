@@ -175,7 +175,10 @@ mod tests {
             "--log.level=debug",
         ])
         .unwrap();
-        assert_eq!(cli.listen_address.candidates, vec!["127.0.0.1:9999".parse().unwrap()]);
+        assert_eq!(
+            cli.listen_address.candidates,
+            vec!["127.0.0.1:9999".parse().unwrap()]
+        );
         assert_eq!(cli.telemetry_path, "/flows");
         assert_eq!(cli.probe, ProbeChoice::Kprobe);
         assert_eq!(cli.flows_max, 100_000);
@@ -185,7 +188,10 @@ mod tests {
     #[test]
     fn ipv6_listen_address() {
         let cli = parse(&["--web.listen-address", "[::1]:10420"]).unwrap();
-        assert_eq!(cli.listen_address.candidates, vec!["[::1]:10420".parse().unwrap()]);
+        assert_eq!(
+            cli.listen_address.candidates,
+            vec!["[::1]:10420".parse().unwrap()]
+        );
     }
 
     #[test]

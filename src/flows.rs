@@ -161,7 +161,10 @@ mod tests {
     #[test]
     fn ipv4_key() {
         let k = key(AF_INET, &[10, 1, 2, 3], &[192, 168, 0, 7], (43210, 443));
-        assert_eq!(labels(&k), ("10.1.2.3:43210".into(), "192.168.0.7:443".into()));
+        assert_eq!(
+            labels(&k),
+            ("10.1.2.3:43210".into(), "192.168.0.7:443".into())
+        );
     }
 
     #[test]
@@ -169,7 +172,10 @@ mod tests {
         let local: Ipv6Addr = "2001:db8::1".parse().unwrap();
         let remote: Ipv6Addr = "fe80::abcd:1".parse().unwrap();
         let k = key(AF_INET6, &local.octets(), &remote.octets(), (8080, 51000));
-        assert_eq!(labels(&k), ("[2001:db8::1]:8080".into(), "[fe80::abcd:1]:51000".into()));
+        assert_eq!(
+            labels(&k),
+            ("[2001:db8::1]:8080".into(), "[fe80::abcd:1]:51000".into())
+        );
     }
 
     #[test]
@@ -184,13 +190,21 @@ mod tests {
 
     #[test]
     fn loopback_v6_is_not_mistaken_for_mapped() {
-        let k = key(AF_INET6, &Ipv6Addr::LOCALHOST.octets(), &Ipv6Addr::LOCALHOST.octets(), (1, 2));
+        let k = key(
+            AF_INET6,
+            &Ipv6Addr::LOCALHOST.octets(),
+            &Ipv6Addr::LOCALHOST.octets(),
+            (1, 2),
+        );
         assert_eq!(labels(&k), ("[::1]:1".into(), "[::1]:2".into()));
     }
 
     #[test]
     fn unknown_family_is_rejected() {
-        assert_eq!(decode_key(&key(1, &[1, 2, 3, 4], &[5, 6, 7, 8], (1, 2))), None);
+        assert_eq!(
+            decode_key(&key(1, &[1, 2, 3, 4], &[5, 6, 7, 8], (1, 2))),
+            None
+        );
     }
 
     #[test]
@@ -204,7 +218,10 @@ mod tests {
         // SAFETY: Plain types, viewed as bytes for the round trip.
         let (kb, vb) = unsafe { (plain::as_bytes(&k), plain::as_bytes(&v)) };
         let flow = decode(kb, vb).unwrap();
-        assert_eq!((flow.sent, flow.received, flow.last_seen_ns), (10, 1 << 40, 99));
+        assert_eq!(
+            (flow.sent, flow.received, flow.last_seen_ns),
+            (10, 1 << 40, 99)
+        );
         assert_eq!(flow.total_bytes(), 10 + (1 << 40));
     }
 }

@@ -70,14 +70,23 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         warn!("open HTTP connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
     }
 }
 
-async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served\n"));
+        return Ok(plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are served\n",
+        ));
     }
     let path = req.uri().path();
     let response = if path == state.telemetry_path {
@@ -100,7 +109,8 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
         match path {
             "/" => {
                 with_snapshot(state, |state, snapshot| {
-                    let html = pages::landing_html(&snapshot, state.info.backend, &state.telemetry_path);
+                    let html =
+                        pages::landing_html(&snapshot, state.info.backend, &state.telemetry_path);
                     typed(html, "text/html; charset=utf-8")
                 })
                 .await
@@ -108,7 +118,10 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
             "/api/flows" => {
                 let limit = query_param(req.uri().query(), "limit").and_then(|v| v.parse().ok());
                 with_snapshot(state, move |state, snapshot| {
-                    typed(pages::flows_json(&snapshot, state.info.backend, limit), "application/json")
+                    typed(
+                        pages::flows_json(&snapshot, state.info.backend, limit),
+                        "application/json",
+                    )
                 })
                 .await
             }
@@ -130,16 +143,28 @@ where
         Err(e) => {
             state.scrape_errors.fetch_add(1, Ordering::Relaxed);
             warn!(error = %e, "reading the BPF maps failed");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the BPF maps failed: {e}\n"))
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the BPF maps failed: {e}\n"),
+            )
         }
     });
-    task.await
-        .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, format!("scrape task failed: {e}\n")))
+    task.await.unwrap_or_else(|e| {
+        plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("scrape task failed: {e}\n"),
+        )
+    })
 }
 
 fn header(req: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
     // A header may be split over several lines; its values then join with ','.
-    let values: Vec<&str> = req.headers().get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let values: Vec<&str> = req
+        .headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     (!values.is_empty()).then(|| values.join(","))
 }
 
@@ -182,7 +207,9 @@ fn gzipped(text: String) -> Response<Body> {
 }
 
 fn set(response: &mut Response<Body>, name: hyper::header::HeaderName, value: &'static str) {
-    response.headers_mut().insert(name, HeaderValue::from_static(value));
+    response
+        .headers_mut()
+        .insert(name, HeaderValue::from_static(value));
 }
 
 #[cfg(test)]

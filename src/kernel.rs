@@ -59,7 +59,10 @@ mod tests {
     #[test]
     fn missing_btf_is_named() {
         let err = require_kernel_btf(Path::new("/nonexistent/btf/vmlinux")).unwrap_err();
-        assert!(err.starts_with("kernel BTF not found at /nonexistent/btf/vmlinux"), "{err}");
+        assert!(
+            err.starts_with("kernel BTF not found at /nonexistent/btf/vmlinux"),
+            "{err}"
+        );
         assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
     }
 }

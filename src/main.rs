@@ -19,8 +19,10 @@ use tcp_flow_exporter::probe::Probe;
 use tcp_flow_exporter::{kernel, privileges};
 
 fn main() -> ExitCode {
-    // Usage errors exit with status 2 from inside parse().
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_logging(&cli);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -29,6 +31,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// --help and --version print as clap renders them; a usage error becomes one
+/// line and exit status 2, like every other error this program reports.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("tcp-flow-exporter: usage error: {message} (see --help)");
+    ExitCode::from(2)
 }
 
 fn init_logging(cli: &Cli) {
@@ -91,7 +108,10 @@ fn bind(address: &ListenAddress) -> Result<TcpListener> {
                 return Ok(listener);
             }
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                return Err(anyhow!("cannot listen on {}: address already in use", address.text));
+                return Err(anyhow!(
+                    "cannot listen on {}: address already in use",
+                    address.text
+                ));
             }
             Err(e) => last_error = Some(e),
         }

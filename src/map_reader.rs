@@ -75,7 +75,11 @@ pub fn read_hash_map(map: &MapHandle, size_hint: usize) -> io::Result<MapEntries
         let ret = unsafe {
             libbpf_sys::bpf_map_lookup_batch(
                 map.as_fd().as_raw_fd(),
-                if first { std::ptr::null_mut() } else { in_batch.as_mut_ptr().cast() },
+                if first {
+                    std::ptr::null_mut()
+                } else {
+                    in_batch.as_mut_ptr().cast()
+                },
                 out_batch.as_mut_ptr().cast(),
                 out.keys.as_mut_ptr().add(have * key_size).cast(),
                 out.values.as_mut_ptr().add(have * value_size).cast(),

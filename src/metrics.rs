@@ -109,7 +109,8 @@ fn flow_counter(
     flows: &[Flow],
     value: impl Fn(&Flow) -> u64,
 ) -> fmt::Result {
-    let mut metric = encoder.encode_descriptor(name, help, Some(&Unit::Bytes), MetricType::Counter)?;
+    let mut metric =
+        encoder.encode_descriptor(name, help, Some(&Unit::Bytes), MetricType::Counter)?;
     for flow in flows {
         metric
             .encode_family(&FlowLabels(flow))?
@@ -133,8 +134,20 @@ impl ScrapeCollector {
             .encode_info(&[("version", info.version), ("backend", info.backend)])?;
 
         let map = [("map", info.map_name)];
-        gauge(encoder, "tcp_flow_exporter_map_entries", "Entries in the BPF map at this scrape.", &map, snap.flows.len() as u64 + snap.undecodable)?;
-        gauge(encoder, "tcp_flow_exporter_map_capacity", "Capacity (max_entries) of the BPF map, from --flows.max.", &map, u64::from(info.map_capacity))?;
+        gauge(
+            encoder,
+            "tcp_flow_exporter_map_entries",
+            "Entries in the BPF map at this scrape.",
+            &map,
+            snap.flows.len() as u64 + snap.undecodable,
+        )?;
+        gauge(
+            encoder,
+            "tcp_flow_exporter_map_capacity",
+            "Capacity (max_entries) of the BPF map, from --flows.max.",
+            &map,
+            u64::from(info.map_capacity),
+        )?;
 
         let mut overflow = encoder.encode_descriptor(
             "tcp_flow_exporter_overflow",
@@ -142,7 +155,10 @@ impl ScrapeCollector {
             Some(&Unit::Bytes),
             MetricType::Counter,
         )?;
-        for (direction, bytes) in [("sent", snap.overflow.sent), ("received", snap.overflow.received)] {
+        for (direction, bytes) in [
+            ("sent", snap.overflow.sent),
+            ("received", snap.overflow.received),
+        ] {
             overflow
                 .encode_family(&[("direction", direction)])?
                 .encode_counter::<NoLabelSet, _, u64>(&bytes, None::<&NoExemplar>)?;
@@ -234,7 +250,10 @@ mod tests {
                     last_seen_ns: 2,
                 },
             ],
-            overflow: Overflow { sent: 7, received: 9 },
+            overflow: Overflow {
+                sent: 7,
+                received: 9,
+            },
             undecodable: 0,
             read_duration: Duration::from_millis(3),
             taken_at_ns: 3,
@@ -272,9 +291,18 @@ mod tests {
 
     #[test]
     fn openmetrics_format_ends_with_eof() {
-        let out = encode(snapshot(), &info(), ScrapeStats::default(), Format::OpenMetrics).unwrap();
+        let out = encode(
+            snapshot(),
+            &info(),
+            ScrapeStats::default(),
+            Format::OpenMetrics,
+        )
+        .unwrap();
         assert!(out.ends_with("# EOF\n"), "{out}");
-        assert!(out.contains("# TYPE tcp_flow_sent_bytes counter\n# UNIT tcp_flow_sent_bytes bytes\n"), "{out}");
+        assert!(
+            out.contains("# TYPE tcp_flow_sent_bytes counter\n# UNIT tcp_flow_sent_bytes bytes\n"),
+            "{out}"
+        );
         assert!(out.contains(r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="40000",dst_ip="127.0.0.1",dst_port="8080"} 1234"#), "{out}");
     }
 }

@@ -57,8 +57,14 @@ mod tests {
     #[test]
     fn names_what_is_missing() {
         let none = check(0).unwrap_err();
-        assert!(none.starts_with("missing capability CAP_BPF and CAP_PERFMON:"), "{none}");
+        assert!(
+            none.starts_with("missing capability CAP_BPF and CAP_PERFMON:"),
+            "{none}"
+        );
         let no_perfmon = check(1 << CAP_BPF).unwrap_err();
-        assert!(no_perfmon.starts_with("missing capability CAP_PERFMON:"), "{no_perfmon}");
+        assert!(
+            no_perfmon.starts_with("missing capability CAP_PERFMON:"),
+            "{no_perfmon}"
+        );
     }
 }

@@ -59,7 +59,11 @@ impl Backend {
             }
             Backend::Fentry => {
                 let mut p = vec!["fexit_tcp_sendmsg"];
-                p.push(if recv_nonblock { "fexit_tcp_recvmsg_nonblock" } else { "fexit_tcp_recvmsg" });
+                p.push(if recv_nonblock {
+                    "fexit_tcp_recvmsg_nonblock"
+                } else {
+                    "fexit_tcp_recvmsg"
+                });
                 if features.tcp_sendpage {
                     p.push("fexit_tcp_sendpage");
                 }
@@ -67,7 +71,11 @@ impl Backend {
             }
             Backend::Kprobe => {
                 let mut p = vec!["kprobe_tcp_sendmsg", "kretprobe_tcp_sendmsg"];
-                p.push(if recv_nonblock { "kprobe_tcp_recvmsg_nonblock" } else { "kprobe_tcp_recvmsg" });
+                p.push(if recv_nonblock {
+                    "kprobe_tcp_recvmsg_nonblock"
+                } else {
+                    "kprobe_tcp_recvmsg"
+                });
                 p.push("kretprobe_tcp_recvmsg");
                 if features.tcp_sendpage {
                     p.extend(["kprobe_tcp_sendpage", "kretprobe_tcp_sendpage"]);
@@ -91,11 +99,11 @@ pub enum ProbeError {
     Btf(String),
     #[error("the {backend} backend cannot be used on this kernel: {reason}")]
     Unsupported { backend: Backend, reason: String },
-    #[error("the {backend} backend failed to {step}: {source}")]
+    #[error("the {backend} backend failed to {step}: {}{}", tidy(.error), hint(*.backend, .error))]
     Libbpf {
         backend: Backend,
         step: String,
-        source: libbpf_rs::Error,
+        error: libbpf_rs::Error,
     },
     #[error("no backend works on this kernel: {0}")]
     NoBackend(String),
@@ -141,11 +149,11 @@ impl Probe {
             ProbeChoice::Kprobe => Some(Backend::Kprobe),
         };
         if let Some(backend) = explicit {
-            return Self::try_backend(backend, &features, flows_max, true);
+            return Self::try_backend(backend, &features, flows_max);
         }
         let mut reasons = Vec::new();
         for backend in Backend::BY_COST {
-            match Self::try_backend(backend, &features, flows_max, true) {
+            match Self::try_backend(backend, &features, flows_max) {
                 Ok(probe) => return Ok(probe),
                 Err(e) => {
                     warn!(backend = backend.name(), error = %e, "backend unusable, trying the next");
@@ -156,30 +164,43 @@ impl Probe {
         Err(ProbeError::NoBackend(reasons.join("; ")))
     }
 
-    /// Loads the object with `backend`'s programs, without attaching them
-    /// unless `attach` is set. Tests use `attach = false` to get bare maps.
+    /// Creates the maps without loading any program: for tests and
+    /// benchmarks that plant flows from user space.
+    pub fn maps_only(flows_max: u32) -> Result<Probe, ProbeError> {
+        Self::load(Backend::Tracepoint, &[], flows_max)
+    }
+
+    /// Loads and attaches `backend`'s programs.
     pub fn try_backend(
         backend: Backend,
         features: &KernelFeatures,
         flows_max: u32,
-        attach: bool,
     ) -> Result<Probe, ProbeError> {
         let wanted = backend
             .programs(features)
             .map_err(|reason| ProbeError::Unsupported { backend, reason })?;
+        Self::load(backend, &wanted, flows_max)
+    }
+
+    fn load(
+        backend: Backend,
+        wanted: &[&'static str],
+        flows_max: u32,
+    ) -> Result<Probe, ProbeError> {
         let libbpf = |step: &str| {
             let step = step.to_owned();
-            move |source| ProbeError::Libbpf {
+            move |error| ProbeError::Libbpf {
                 backend,
                 step,
-                source,
+                error,
             }
         };
 
         // The skeleton borrows its object storage for as long as it lives; the
         // probe lives until shutdown, so the (pointer-sized) storage is leaked
         // once per load attempt. The object itself is freed with the skeleton.
-        let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = FlowSkelBuilder::default()
             .open(storage)
             .map_err(libbpf("open the BPF object"))?;
@@ -202,15 +223,21 @@ impl Probe {
         check_shared_layout(&skel).map_err(|reason| ProbeError::Unsupported { backend, reason })?;
 
         let mut programs = Vec::with_capacity(wanted.len());
-        if attach {
-            for prog in skel.object().progs_mut() {
-                let Some(name) = wanted.iter().copied().find(|w| *w == prog.name().to_string_lossy()) else {
-                    continue;
-                };
-                let link = prog.attach().map_err(libbpf(&format!("attach {name}")))?;
-                let id = libbpf_rs::Program::id_from_fd(prog.as_fd()).unwrap_or(0);
-                programs.push(AttachedProgram { name, id, _link: link });
-            }
+        for prog in skel.object().progs_mut() {
+            let Some(name) = wanted
+                .iter()
+                .copied()
+                .find(|w| *w == prog.name().to_string_lossy())
+            else {
+                continue;
+            };
+            let link = prog.attach().map_err(libbpf(&format!("attach {name}")))?;
+            let id = libbpf_rs::Program::id_from_fd(prog.as_fd()).unwrap_or(0);
+            programs.push(AttachedProgram {
+                name,
+                id,
+                _link: link,
+            });
         }
         let capacity = skel.maps.tcp_flow_bytes.max_entries();
         info!(
@@ -246,13 +273,42 @@ impl Probe {
     }
 }
 
+/// libbpf-rs repeats a context when it wraps an error ("failed to attach BPF
+/// program: failed to attach BPF program: ..."); print each part once.
+fn tidy(error: &libbpf_rs::Error) -> String {
+    let text = format!("{error:#}");
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split(": ") {
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
+}
+
+/// The likely cause of the errors each backend meets most often.
+fn hint(backend: Backend, error: &libbpf_rs::Error) -> &'static str {
+    use libbpf_rs::ErrorKind;
+    match (backend, error.kind()) {
+        (Backend::Fentry, ErrorKind::PermissionDenied) => {
+            " (the kernel refuses BPF trampolines here; try --probe=tracepoint or kprobe)"
+        }
+        (Backend::Kprobe, ErrorKind::NotFound) => {
+            " (this kernel has no kprobe support, CONFIG_KPROBES, or cannot probe that function)"
+        }
+        _ => "",
+    }
+}
+
 /// The skeleton's Rust types come from the same header as the C structs, but
 /// the map is what the kernel really created; refuse to misread it.
 fn check_shared_layout(skel: &FlowSkel<'_>) -> Result<(), String> {
     let map = &skel.maps.tcp_flow_bytes;
     let (key, value) = (map.key_size() as usize, map.value_size() as usize);
     if key != std::mem::size_of::<FlowKey>() || value != std::mem::size_of::<FlowBytes>() {
-        return Err(format!("flow map has key/value sizes {key}/{value}, expected 40/24"));
+        return Err(format!(
+            "flow map has key/value sizes {key}/{value}, expected 40/24"
+        ));
     }
     Ok(())
 }

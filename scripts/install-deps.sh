@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building tcp-flow-exporter needs on Debian or Ubuntu (x86_64),
+# skipping what is already there. With --test, also what the tests need.
+# Needs Rust (rustup); uses sudo for apt-get when not run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+# clang compiles bpf/*.bpf.c; libbpf-sys builds its vendored libbpf with make,
+# gcc, libelf and zlib.
+packages=(clang libelf-dev zlib1g-dev pkg-config make gcc)
+if [ "${1:-}" = "--test" ]; then
+    # setpriv and unshare (util-linux) drive the privilege and BTF error tests.
+    packages+=(util-linux)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# libbpf-cargo formats the generated skeleton with rustfmt; tests run clippy.
+for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
+
+if [ "${1:-}" = "--test" ]; then
+    scripts/fetch-prometheus.sh >/dev/null
+fi

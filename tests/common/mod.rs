@@ -1,0 +1,265 @@
+//! Shared by the integration tests: the root gate, a running exporter, and a
+//! parsed scrape.
+#![allow(dead_code)]
+
+pub mod traffic;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tcp-flow-exporter");
+
+/// True when the test may load BPF. In CI (CI=true) a non-root run is a
+/// failure, never a skip; elsewhere the skip is printed loudly.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
+        panic!("{test} needs root to load BPF, and CI must run it as root");
+    }
+    eprintln!("\n*** SKIPPED {test}: needs root to load BPF. Run scripts/test.sh, which runs tests as root. ***\n");
+    false
+}
+
+/// The backend the tests run the exporter with: `TFE_PROBE` (the kernel
+/// matrix sets it per cell), or `auto`.
+pub fn probe_under_test() -> String {
+    std::env::var("TFE_PROBE").unwrap_or_else(|_| "auto".into())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn temp_path(what: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "tfe-test-{}-{}-{what}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// A running exporter, stopped with SIGTERM when dropped.
+pub struct Exporter {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Exporter {
+    /// Starts the exporter with the backend under test plus `args`, and waits
+    /// until it serves /healthz.
+    pub fn start(args: &[&str]) -> Exporter {
+        let probe = format!("--probe={}", probe_under_test());
+        let mut all = vec![probe.as_str()];
+        all.extend_from_slice(args);
+        Self::start_raw(&all)
+    }
+
+    /// Starts the exporter with exactly `args` (plus a free listen address).
+    pub fn start_raw(args: &[&str]) -> Exporter {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = temp_path("exporter.log");
+        let child = Command::new(BIN)
+            .arg(format!("--web.listen-address={addr}"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn the exporter");
+        let mut exporter = Exporter {
+            child: Some(child),
+            addr,
+            log,
+        };
+        exporter.wait_healthy();
+        exporter
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "exporter exited with {status} before serving:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok((200, _)) = http_get(self.addr, "/healthz", &[]) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "exporter did not serve /healthz within 60 s:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        self.get_with(path, &[])
+    }
+
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+        http_get(self.addr, path, headers).expect("HTTP GET")
+    }
+
+    pub fn scrape(&self) -> Scrape {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        Scrape::parse(&String::from_utf8(body).unwrap())
+    }
+
+    /// Sends SIGTERM and waits for the exit status and log.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        let status = self.terminate();
+        (status, self.log())
+    }
+
+    fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill() on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("exporter ignored SIGTERM for 20 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.terminate();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A minimal HTTP/1.1 GET: status and body. No client library, so the test
+/// sees exactly the bytes the server sent.
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let (status, _, body) = http_get_full(addr, path, headers)?;
+    Ok((status, body))
+}
+
+/// Like [`http_get`], also returning the response headers (lowercased names).
+pub fn http_get_full(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, HashMap<String, String>, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers, response[split + 4..].to_vec()))
+}
+
+/// One scrape, indexed by metric name and label set.
+#[derive(Debug)]
+pub struct Scrape {
+    pub text: String,
+    samples: HashMap<(String, String), u64>,
+}
+
+impl Scrape {
+    pub fn parse(text: &str) -> Scrape {
+        let mut samples = HashMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if let Ok(v) = value.parse::<u64>() {
+                samples.insert((name.to_owned(), labels.to_owned()), v);
+            }
+        }
+        Scrape {
+            text: text.to_owned(),
+            samples,
+        }
+    }
+
+    pub fn sample(&self, name: &str, labels: &str) -> Option<u64> {
+        self.samples
+            .get(&(name.to_owned(), labels.to_owned()))
+            .copied()
+    }
+
+    /// Sent and received bytes of the flow whose local socket is `local`.
+    pub fn flow(&self, local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
+        let labels = flow_labels(local, remote);
+        Some((
+            self.sample("tcp_flow_sent_bytes_total", &labels)?,
+            self.sample("tcp_flow_received_bytes_total", &labels)?,
+        ))
+    }
+
+    pub fn series(&self, name: &str) -> usize {
+        self.samples.keys().filter(|(n, _)| n == name).count()
+    }
+}
+
+pub fn flow_labels(local: SocketAddr, remote: SocketAddr) -> String {
+    format!(
+        r#"src_ip="{}",src_port="{}",dst_ip="{}",dst_port="{}""#,
+        local.ip(),
+        local.port(),
+        remote.ip(),
+        remote.port()
+    )
+}

@@ -1,0 +1,164 @@
+//! Real TCP traffic over loopback with byte counts the test knows exactly.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+
+/// Both ends of one loopback TCP connection.
+pub struct Pair {
+    pub client: TcpStream,
+    pub server: TcpStream,
+}
+
+impl Pair {
+    /// Connects to a fresh listener bound on `ip`.
+    pub fn on(ip: &str) -> Pair {
+        let ip: IpAddr = ip.parse().unwrap();
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
+        Self::through(&listener, listener.local_addr().unwrap())
+    }
+
+    /// Connects to `target`, which `listener` accepts.
+    pub fn through(listener: &TcpListener, target: SocketAddr) -> Pair {
+        let client = TcpStream::connect(target).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        Pair { client, server }
+    }
+
+    /// The client's flow as the exporter labels it: (local, remote).
+    pub fn client_flow(&self) -> (SocketAddr, SocketAddr) {
+        (
+            self.client.local_addr().unwrap(),
+            self.client.peer_addr().unwrap(),
+        )
+    }
+
+    /// The server's flow as the exporter labels it, with IPv4-mapped
+    /// addresses shown as IPv4 as the exporter does.
+    pub fn server_flow(&self) -> (SocketAddr, SocketAddr) {
+        (
+            canonical(self.server.local_addr().unwrap()),
+            canonical(self.server.peer_addr().unwrap()),
+        )
+    }
+
+    /// Client sends `up` bytes, server sends `down` bytes back, each side
+    /// reading everything the other wrote.
+    pub fn exchange(&mut self, up: usize, down: usize) {
+        transfer(&mut self.client, &mut self.server, up);
+        transfer(&mut self.server, &mut self.client, down);
+    }
+}
+
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// Deterministic payload: position-dependent bytes, so a short read shows.
+pub fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+/// Writes `len` bytes on `from` and reads all of them on `to`, concurrently
+/// so that large transfers cannot deadlock on full socket buffers.
+pub fn transfer(from: &mut TcpStream, to: &mut TcpStream, len: usize) {
+    let mut writer = from.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let data = payload(len.min(1 << 20));
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(data.len());
+            writer.write_all(&data[..n]).unwrap();
+            left -= n;
+        }
+    });
+    read_exactly(to, len);
+    sender.join().unwrap();
+}
+
+/// Reads exactly `len` bytes with a 64 KiB buffer.
+pub fn read_exactly(stream: &mut TcpStream, len: usize) {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut left = len;
+    while left > 0 {
+        let n = stream.read(&mut buf[..left.min(64 << 10)]).unwrap();
+        assert!(n > 0, "peer closed with {left} bytes outstanding");
+        left -= n;
+    }
+}
+
+/// sendfile(2) of the whole of `file` to `socket`; returns the bytes sent.
+pub fn sendfile_all(socket: &TcpStream, file: &std::fs::File, len: usize) -> usize {
+    let mut offset: libc::off_t = 0;
+    let mut sent = 0;
+    while sent < len {
+        // SAFETY: both fds are open for the duration of the call and `offset`
+        // is a valid, writable off_t.
+        let n = unsafe {
+            libc::sendfile(
+                socket.as_raw_fd(),
+                file.as_raw_fd(),
+                &mut offset,
+                len - sent,
+            )
+        };
+        assert!(n > 0, "sendfile: {}", io::Error::last_os_error());
+        sent += n as usize;
+    }
+    sent
+}
+
+/// recv(2) with MSG_PEEK: look at up to `len` queued bytes without taking them.
+pub fn peek(socket: &TcpStream, len: usize) -> usize {
+    let mut buf = vec![0u8; len];
+    // SAFETY: `buf` is writable for `len` bytes.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            len,
+            libc::MSG_PEEK | libc::MSG_WAITALL,
+        )
+    };
+    assert!(n >= 0, "recv(MSG_PEEK): {}", io::Error::last_os_error());
+    n as usize
+}
+
+/// sendmsg(2) with several iovecs; returns what the kernel accepted.
+pub fn sendmsg_iov(socket: &TcpStream, parts: &[&[u8]]) -> usize {
+    let mut iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    // SAFETY: `msg` points at iovecs that stay alive across the call.
+    let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
+    assert!(n >= 0, "sendmsg: {}", io::Error::last_os_error());
+    n as usize
+}
+
+/// recvmsg(2) into several buffers of `sizes`; returns the bytes received.
+pub fn recvmsg_iov(socket: &TcpStream, sizes: &[usize]) -> usize {
+    let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![0u8; n]).collect();
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    // SAFETY: as in sendmsg_iov.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    // SAFETY: the iovecs point into `bufs`, alive across the call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    assert!(n >= 0, "recvmsg: {}", io::Error::last_os_error());
+    n as usize
+}

@@ -1,0 +1,229 @@
+//! Root tests: real bytes over loopback, compared with the exporter's
+//! counters for exactly the flows each test created.
+
+mod common;
+
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+
+use common::traffic::{self, Pair};
+use common::{root_or_skip, Exporter, Scrape};
+
+fn assert_flow(scrape: &Scrape, flow: (SocketAddr, SocketAddr), sent: u64, received: u64) {
+    assert_eq!(
+        scrape.flow(flow.0, flow.1),
+        Some((sent, received)),
+        "flow {} -> {} (sent, received)",
+        flow.0,
+        flow.1
+    );
+}
+
+fn exchange_on(ip: &str) {
+    let exporter = Exporter::start(&[]);
+    let mut pair = Pair::on(ip);
+    pair.exchange(100_000, 54_321);
+    let scrape = exporter.scrape();
+    assert_flow(&scrape, pair.client_flow(), 100_000, 54_321);
+    assert_flow(&scrape, pair.server_flow(), 54_321, 100_000);
+}
+
+#[test]
+fn root_ipv4_counts_both_directions_exactly() {
+    if root_or_skip("root_ipv4_counts_both_directions_exactly") {
+        exchange_on("127.0.0.1");
+    }
+}
+
+#[test]
+fn root_ipv6_counts_both_directions_exactly() {
+    if root_or_skip("root_ipv6_counts_both_directions_exactly") {
+        exchange_on("::1");
+    }
+}
+
+#[test]
+fn root_ipv4_mapped_ipv6_socket_counts_as_ipv4() {
+    if !root_or_skip("root_ipv4_mapped_ipv6_socket_counts_as_ipv4") {
+        return;
+    }
+    let exporter = Exporter::start(&[]);
+    // A dual-stack listener accepts the IPv4 client on an AF_INET6 socket
+    // whose addresses are ::ffff:127.0.0.1.
+    let listener = TcpListener::bind("[::]:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut pair = Pair::through(&listener, format!("127.0.0.1:{port}").parse().unwrap());
+    assert!(
+        pair.server.local_addr().unwrap().is_ipv6(),
+        "server socket must be AF_INET6"
+    );
+    pair.exchange(4_321, 1_234);
+    let scrape = exporter.scrape();
+    let (local, remote) = pair.server_flow();
+    assert!(local.is_ipv4() && remote.is_ipv4());
+    assert_flow(&scrape, (local, remote), 1_234, 4_321);
+    assert!(
+        !scrape.text.contains("::ffff:"),
+        "v4-mapped address leaked into labels"
+    );
+}
+
+#[test]
+fn root_many_connections_each_exact() {
+    if !root_or_skip("root_many_connections_each_exact") {
+        return;
+    }
+    let exporter = Exporter::start(&[]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap();
+    let pairs: Vec<(Pair, usize, usize)> = (0..300)
+        .map(|i| {
+            let mut pair = Pair::through(&listener, target);
+            let (up, down) = (1 + i * 131, 7 + i * 17);
+            pair.exchange(up, down);
+            (pair, up, down)
+        })
+        .collect();
+    let scrape = exporter.scrape();
+    for (pair, up, down) in &pairs {
+        assert_flow(&scrape, pair.client_flow(), *up as u64, *down as u64);
+        assert_flow(&scrape, pair.server_flow(), *down as u64, *up as u64);
+    }
+}
+
+#[test]
+fn root_large_transfer_exact() {
+    if !root_or_skip("root_large_transfer_exact") {
+        return;
+    }
+    let exporter = Exporter::start(&[]);
+    let mut pair = Pair::on("127.0.0.1");
+    let len = 256 << 20;
+    pair.exchange(len, 0);
+    let scrape = exporter.scrape();
+    assert_flow(&scrape, pair.client_flow(), len as u64, 0);
+    assert_flow(&scrape, pair.server_flow(), 0, len as u64);
+}
+
+#[test]
+fn root_connections_closed_before_the_scrape_stay_counted() {
+    if !root_or_skip("root_connections_closed_before_the_scrape_stay_counted") {
+        return;
+    }
+    let exporter = Exporter::start(&[]);
+    let flows: Vec<_> = (0..20)
+        .map(|i| {
+            let mut pair = Pair::on("127.0.0.1");
+            pair.exchange(1000 + i, 2000 + i);
+            let flows = (
+                pair.client_flow(),
+                pair.server_flow(),
+                1000 + i as u64,
+                2000 + i as u64,
+            );
+            drop(pair);
+            flows
+        })
+        .collect();
+    let scrape = exporter.scrape();
+    for (client, server, up, down) in flows {
+        assert_flow(&scrape, client, up, down);
+        assert_flow(&scrape, server, down, up);
+    }
+}
+
+#[test]
+fn root_huge_receive_buffer_counts_bytes_received_not_buffer_size() {
+    if !root_or_skip("root_huge_receive_buffer_counts_bytes_received_not_buffer_size") {
+        return;
+    }
+    let exporter = Exporter::start(&[]);
+    let mut pair = Pair::on("127.0.0.1");
+    let mut huge = vec![0u8; 1 << 20];
+    for _ in 0..50 {
+        pair.client.write_all(b"0123456789").unwrap();
+        assert_eq!(pair.server.read(&mut huge).unwrap(), 10);
+        pair.server.write_all(b"k").unwrap();
+        assert_eq!(pair.client.read(&mut huge).unwrap(), 1);
+    }
+    let scrape = exporter.scrape();
+    assert_flow(&scrape, pair.server_flow(), 50, 500);
+    assert_flow(&scrape, pair.client_flow(), 500, 50);
+}
+
+#[test]
+fn root_msg_peek_is_not_counted() {
+    if !root_or_skip("root_msg_peek_is_not_counted") {
+        return;
+    }
+    let exporter = Exporter::start(&[]);
+    let mut pair = Pair::on("127.0.0.1");
+    pair.client.write_all(&traffic::payload(1000)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(traffic::peek(&pair.server, 1000), 1000);
+    }
+    assert_eq!(pair.server.peek(&mut [0u8; 100]).unwrap(), 100);
+    traffic::read_exactly(&mut pair.server, 1000);
+    let scrape = exporter.scrape();
+    assert_flow(&scrape, pair.server_flow(), 0, 1000);
+}
+
+#[test]
+fn root_sendfile_is_counted() {
+    if !root_or_skip("root_sendfile_is_counted") {
+        return;
+    }
+    let exporter = Exporter::start(&[]);
+    let path = common::temp_path("sendfile");
+    let len = (3 << 20) + 17;
+    std::fs::write(&path, traffic::payload(len)).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let mut pair = Pair::on("127.0.0.1");
+    let mut server = pair.server.try_clone().unwrap();
+    let reader = std::thread::spawn(move || traffic::read_exactly(&mut server, len));
+    assert_eq!(traffic::sendfile_all(&pair.client, &file, len), len);
+    reader.join().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let scrape = exporter.scrape();
+    assert_flow(&scrape, pair.client_flow(), len as u64, 0);
+    assert_flow(&scrape, pair.server_flow(), 0, len as u64);
+    pair.client.flush().unwrap();
+}
+
+#[test]
+fn root_vectored_io_is_counted() {
+    if !root_or_skip("root_vectored_io_is_counted") {
+        return;
+    }
+    let exporter = Exporter::start(&[]);
+    let mut pair = Pair::on("127.0.0.1");
+    let (a, b, c) = (
+        traffic::payload(100),
+        traffic::payload(2000),
+        traffic::payload(30_000),
+    );
+    // writev/readv through std's vectored I/O.
+    let written = pair
+        .client
+        .write_vectored(&[IoSlice::new(&a), IoSlice::new(&b), IoSlice::new(&c)])
+        .unwrap();
+    assert_eq!(written, 32_100, "loopback buffers take 32 KiB at once");
+    let mut got = 0;
+    while got < written {
+        let (mut x, mut y) = (vec![0u8; 50], vec![0u8; 40_000]);
+        got += pair
+            .server
+            .read_vectored(&mut [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)])
+            .unwrap();
+    }
+    assert_eq!(got, written);
+    // sendmsg/recvmsg with iovecs, the other way.
+    assert_eq!(traffic::sendmsg_iov(&pair.server, &[&a, &b]), 2_100);
+    let mut received = 0;
+    while received < 2_100 {
+        received += traffic::recvmsg_iov(&pair.client, &[7, 5000]);
+    }
+    let scrape = exporter.scrape();
+    assert_flow(&scrape, pair.client_flow(), 32_100, 2_100);
+    assert_flow(&scrape, pair.server_flow(), 2_100, 32_100);
+}

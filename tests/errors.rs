@@ -1,0 +1,185 @@
+//! Every way start-up can fail ends in one clear line and a non-zero exit.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+use common::{root_or_skip, BIN};
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(std::process::Stdio::null())
+        .output()
+        .expect("run")
+}
+
+/// The one line the exporter printed about the failure.
+fn error_line(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("tcp-flow-exporter: "))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "want exactly one error line, got:\n{stderr}"
+    );
+    lines[0].to_owned()
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line() {
+    for args in [
+        &["--flows.max=0"][..],
+        &["--probe=magic"],
+        &["--web.listen-address=nonsense"],
+        &["--web.telemetry-path=no-slash"],
+        &["--no-such-flag"],
+    ] {
+        let out = run(Command::new(BIN).args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let line = error_line(&out);
+        assert!(
+            line.starts_with("tcp-flow-exporter: usage error: "),
+            "{line}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).lines().count(),
+            1,
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let help = run(Command::new(BIN).arg("--help"));
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--probe",
+        "--flows.max",
+        "--log.level",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+    let version = run(Command::new(BIN).arg("--version"));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("tcp-flow-exporter {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn root_without_capabilities_names_the_missing_ones() {
+    if !root_or_skip("root_without_capabilities_names_the_missing_ones") {
+        return;
+    }
+    // Drop to nobody with no capabilities; the binary must be reachable for it.
+    let copy = common::temp_path("bin");
+    std::fs::copy(BIN, &copy).unwrap();
+    let out = run(Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&copy));
+    std::fs::remove_file(&copy).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = error_line(&out);
+    assert!(
+        line.contains("missing capability CAP_BPF and CAP_PERFMON"),
+        "{line}"
+    );
+}
+
+#[test]
+fn root_without_kernel_btf_says_so() {
+    if !root_or_skip("root_without_kernel_btf_says_so") {
+        return;
+    }
+    // Hide /sys/kernel/btf in a private mount namespace.
+    let out = run(Command::new("unshare")
+        .args(["--mount", "--propagation=private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs none /sys/kernel/btf && exec {BIN} --web.listen-address=127.0.0.1:0"
+        )));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = error_line(&out);
+    assert!(
+        line.contains("kernel BTF not found at /sys/kernel/btf/vmlinux"),
+        "{line}"
+    );
+}
+
+#[test]
+fn root_port_in_use_says_so() {
+    if !root_or_skip("root_port_in_use_says_so") {
+        return;
+    }
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = run(Command::new(BIN).arg(format!("--web.listen-address={addr}")));
+    assert_eq!(out.status.code(), Some(1));
+    let line = error_line(&out);
+    assert!(
+        line.contains(&format!("cannot listen on {addr}: address already in use")),
+        "{line}"
+    );
+}
+
+/// kprobes need CONFIG_KPROBE_EVENTS, which registers the kprobe PMU.
+fn kernel_has_kprobes() -> bool {
+    std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
+}
+
+#[test]
+fn root_explicit_kprobe_backend_fails_cleanly_where_kprobes_are_missing() {
+    if !root_or_skip("root_explicit_kprobe_backend_fails_cleanly_where_kprobes_are_missing") {
+        return;
+    }
+    if kernel_has_kprobes() {
+        // Where kprobes exist the explicit choice must simply work.
+        let exporter = common::Exporter::start_raw(&["--probe=kprobe"]);
+        let scrape = exporter.scrape();
+        assert!(
+            scrape.text.contains(r#"backend="kprobe""#),
+            "{}",
+            scrape.text
+        );
+        return;
+    }
+    let out = run(Command::new(BIN).args(["--probe=kprobe", "--web.listen-address=127.0.0.1:0"]));
+    assert_eq!(out.status.code(), Some(1));
+    let line = error_line(&out);
+    assert!(
+        line.starts_with("tcp-flow-exporter: error: the kprobe backend failed to attach"),
+        "{line}"
+    );
+}
+
+#[test]
+fn root_auto_picks_the_expected_backend() {
+    if !root_or_skip("root_auto_picks_the_expected_backend") {
+        return;
+    }
+    // The kernel matrix sets TFE_EXPECT_AUTO per kernel; natively (6.18, no
+    // fentry, no kprobes) only the tracepoint backend can attach.
+    let expected = std::env::var("TFE_EXPECT_AUTO").unwrap_or_else(|_| "tracepoint".into());
+    let exporter = common::Exporter::start_raw(&["--probe=auto"]);
+    let scrape = exporter.scrape();
+    let info = format!(
+        r#"tcp_flow_exporter_build_info{{version="{}",backend="{expected}"}} 1"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        scrape.text.lines().any(|l| l == info),
+        "want {info}:\n{}",
+        scrape.text
+    );
+}
