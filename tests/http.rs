@@ -180,18 +180,14 @@ fn program_exists(id: u32) -> bool {
     false
 }
 
-#[test]
-fn root_sigterm_detaches_every_program() {
-    if !root_or_skip("root_sigterm_detaches_every_program") {
-        return;
-    }
+fn signal_detaches_every_program(signal: i32, name: &str) {
     let exporter = Exporter::start(&[]);
     let ids = program_ids(&exporter.log());
     assert!(ids.len() >= 2, "no program ids in log:\n{}", exporter.log());
     assert!(ids.iter().all(|&id| program_exists(id)));
-    let (status, log) = exporter.stop();
+    let (status, log) = exporter.stop_with(signal);
     assert!(status.success(), "exit {status}:\n{log}");
-    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(log.contains(&format!("{name} received")), "{log}");
     // The kernel may free a detached program only after an RCU grace period,
     // so its id can outlive our process by a moment.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -203,5 +199,19 @@ fn root_sigterm_detaches_every_program() {
             !program_exists(id),
             "program {id} still loaded 10 s after shutdown"
         );
+    }
+}
+
+#[test]
+fn root_sigterm_detaches_every_program() {
+    if root_or_skip("root_sigterm_detaches_every_program") {
+        signal_detaches_every_program(libc::SIGTERM, "SIGTERM");
+    }
+}
+
+#[test]
+fn root_sigint_detaches_every_program() {
+    if root_or_skip("root_sigint_detaches_every_program") {
+        signal_detaches_every_program(libc::SIGINT, "SIGINT");
     }
 }

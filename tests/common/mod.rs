@@ -127,16 +127,16 @@ impl Exporter {
         Scrape::parse(&String::from_utf8(body).unwrap())
     }
 
-    /// Sends SIGTERM and waits for the exit status and log.
-    pub fn stop(mut self) -> (ExitStatus, String) {
-        let status = self.terminate();
+    /// Sends `signal` and waits for the exit status and log.
+    pub fn stop_with(mut self, signal: i32) -> (ExitStatus, String) {
+        let status = self.terminate(signal);
         (status, self.log())
     }
 
-    fn terminate(&mut self) -> ExitStatus {
+    fn terminate(&mut self, signal: i32) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         // SAFETY: kill() on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(child.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -144,7 +144,7 @@ impl Exporter {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("exporter ignored SIGTERM for 20 s:\n{}", self.log());
+                panic!("exporter ignored signal {signal} for 20 s:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -154,7 +154,7 @@ impl Exporter {
 impl Drop for Exporter {
     fn drop(&mut self) {
         if self.child.is_some() {
-            let _ = self.terminate();
+            let _ = self.terminate(libc::SIGTERM);
         }
         let _ = std::fs::remove_file(&self.log);
     }
