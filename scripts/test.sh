@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what is missing and runs every check CI runs: formatting, clippy,
-# and the unit and integration tests. The integration tests load BPF, so their
-# binaries run as root (through sudo when you are not root).
+# the unit and root integration tests on this machine's kernel, and the
+# kernel matrix (scripts/kernel-matrix.sh) on the kernels of tests/kernels.conf.
+# Root tests run as root (through sudo when you are not root).
+#
+#   TFE_MATRIX=0 scripts/test.sh   skips the kernel matrix (never in CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,4 +18,30 @@ if [ "$(id -u)" -ne 0 ]; then
     # Build as you, run each test binary as root.
     export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="sudo -E"
 fi
+
+# What this kernel must do, from its row in tests/kernels.conf.
+kernel=$(uname -r | cut -d. -f1,2)
+row=$(awk -v k="$kernel" '$1 == k' tests/kernels.conf)
+native_backends=""
+if [ -n "$row" ]; then
+    read -r _ _ native_backends TFE_EXPECT_AUTO TFE_UNSUPPORTED <<< "$row"
+    [ "$TFE_UNSUPPORTED" = - ] && TFE_UNSUPPORTED=""
+    export TFE_EXPECT_AUTO TFE_UNSUPPORTED
+else
+    echo "*** test.sh: Linux $kernel has no row in tests/kernels.conf; backend expectations are not checked ***" >&2
+fi
+
 cargo test --locked
+# The default run uses --probe=auto; every other backend this kernel must
+# support gets the traffic tests too.
+for backend in ${native_backends//,/ }; do
+    [ "$backend" = "${TFE_EXPECT_AUTO:-}" ] && continue
+    echo "test.sh: traffic tests with --probe=$backend"
+    TFE_PROBE=$backend cargo test --locked --test counting --test http
+done
+
+if [ "${TFE_MATRIX:-1}" = 0 ] && [ -z "${CI:-}" ]; then
+    echo "*** test.sh: TFE_MATRIX=0, the kernel matrix was NOT run ***" >&2
+else
+    scripts/kernel-matrix.sh
+fi

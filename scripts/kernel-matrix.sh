@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Boots every kernel of tests/kernels.conf under qemu (TCG) with virtme-ng
+# and runs the root integration tests inside, once per backend that kernel
+# must support, against the binaries built here. Fails loudly when a cell
+# fails, and when a VM does not boot or leaves no result.
+#
+#   scripts/kernel-matrix.sh            every kernel in tests/kernels.conf
+#   scripts/kernel-matrix.sh 5.10 6.1   just those
+#
+# Kernel packages, apt lists and the virtme-ng venv are cached in
+# ${TFE_CACHE:-~/.cache/tcp-flow-exporter} between runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    # Booting a kernel needs its modules under /lib/modules.
+    exec sudo -E env "PATH=$PATH" "$0" "$@"
+fi
+
+cache="${TFE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tcp-flow-exporter}"
+results="$PWD/target/kernel-matrix"
+vm_timeout="${TFE_VM_TIMEOUT:-1500}"
+mkdir -p "$cache"
+
+log() { printf 'kernel-matrix: %s\n' "$*" >&2; }
+
+install_tools() {
+    local missing=()
+    for p in qemu-system-x86 kmod busybox-static python3-venv; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    if [ ! -x "$cache/venv/bin/vng" ]; then
+        log "installing virtme-ng into $cache/venv"
+        python3 -m venv "$cache/venv"
+        "$cache/venv/bin/pip" install -q virtme-ng
+    fi
+}
+
+# A private APT setup over this machine's own Debian mirrors, so fetching
+# bullseye kernels neither needs nor changes the machine's sources.
+apt_opts=()
+setup_apt() {
+    local dir="$cache/apt"
+    mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+    if ! scripts/debian-sources.py > "$dir/sources.list.new"; then
+        log "this machine has no Debian APT source; set TFE_DEBIAN_MIRROR to a Debian mirror URI"
+        exit 1
+    fi
+    mv "$dir/sources.list.new" "$dir/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+              -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache" -o Debug::NoLocking=1)
+    # Kernel updates land a few times a month; refresh the lists daily.
+    if [ -z "$(find "$dir/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -n1)" ]; then
+        log "updating the package lists"
+        apt-get "${apt_opts[@]}" update -qq || log "apt-get update failed; using the lists already cached"
+    fi
+}
+
+# Prints the path of the unpacked kernel image for a package regex, fetching
+# and unpacking the newest matching package unless it is cached.
+fetch_kernel() {
+    local pattern=$1 pkg deb dir
+    pkg=$(apt-cache "${apt_opts[@]}" pkgnames linux-image- | grep -E "$pattern" | sort -V | tail -n1)
+    if [ -z "$pkg" ]; then
+        # Offline or a mirror without it: fall back to the newest cached one.
+        deb=$(ls "$cache"/kernels/*.deb 2>/dev/null | while read -r f; do
+            basename "$f" | cut -d_ -f1; done | grep -E "$pattern" | sort -V | tail -n1)
+        [ -n "$deb" ] || { log "no package matches $pattern"; return 1; }
+        pkg=$deb
+    fi
+    mkdir -p "$cache/kernels"
+    deb=$(ls "$cache/kernels/${pkg}"_*.deb 2>/dev/null | head -n1 || true)
+    if [ -z "$deb" ]; then
+        log "downloading $pkg"
+        (cd "$cache/kernels" && apt-get "${apt_opts[@]}" download "$pkg" >/dev/null 2>&1) \
+            || { log "cannot download $pkg"; return 1; }
+        deb=$(ls "$cache/kernels/${pkg}"_*.deb | head -n1)
+    fi
+    dir="$cache/kernels/${pkg}"
+    [ -d "$dir/boot" ] || dpkg -x "$deb" "$dir"
+    local version
+    version=$(ls "$dir/lib/modules")
+    # virtme-ng loads the 9p and virtio modules of the guest kernel from here.
+    [ -d "/lib/modules/$version" ] || cp -a "$dir/lib/modules/$version" /lib/modules/
+    echo "$dir/boot/vmlinuz-$version"
+}
+
+# name=path lines of the test binaries, built now if needed.
+build_tests() {
+    cargo test --no-run --locked --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"] + "=" + m["executable"])'
+}
+
+# Writes the script the guest runs: every cell of one kernel, each cell's log
+# and exit code into the shared results directory.
+write_guest_script() {
+    local dir=$1 backends=$2 auto=$3 unsupported=$4
+    {
+        echo '#!/bin/sh'
+        echo "export CI=true PROMTOOL='$PROMTOOL' TFE_EXPECT_AUTO='$auto' TFE_UNSUPPORTED='$unsupported'"
+        echo "cell() { name=\$1; shift; \"\$@\" > '$dir'/\$name.log 2>&1; echo \$? > '$dir'/\$name.rc; }"
+        echo "uname -r > '$dir'/uname"
+        echo "cell errors ${tests[errors]} --test-threads=2"
+        echo "cell map_read ${tests[map_read]}"
+        for b in ${backends//,/ }; do
+            echo "cell $b-counting env TFE_PROBE=$b ${tests[counting]} --test-threads=2"
+            echo "cell $b-http env TFE_PROBE=$b ${tests[http]} --test-threads=2"
+        done
+        echo "echo done > '$dir'/finished"
+    } > "$dir/guest.sh"
+    chmod +x "$dir/guest.sh"
+}
+
+# Checks one cell's result; prints a failure line and returns 1 if it failed.
+check_cell() {
+    local dir=$1 cell=$2
+    if [ ! -f "$dir/$cell.rc" ]; then
+        echo "$cell: no result (the VM died or timed out before it ran)"; return 1
+    fi
+    if [ "$(cat "$dir/$cell.rc")" != 0 ] || ! grep -q "^test result: ok" "$dir/$cell.log" \
+        || grep -q "SKIPPED" "$dir/$cell.log"; then
+        echo "$cell: FAILED (exit $(cat "$dir/$cell.rc")), log follows"
+        sed 's/^/    /' "$dir/$cell.log" | tail -n 60
+        return 1
+    fi
+    echo "$cell: ok ($(grep -c '^test .* ok$' "$dir/$cell.log") tests)"
+}
+
+main() {
+    install_tools
+    setup_apt
+    PROMTOOL="$(scripts/fetch-prometheus.sh)/promtool"
+    declare -gA tests
+    while IFS== read -r name path; do tests[$name]=$path; done < <(build_tests)
+    for t in counting http errors map_read; do
+        [ -n "${tests[$t]:-}" ] || { log "test binary $t was not built"; exit 1; }
+    done
+
+    local wanted=("$@") failed=0 summary=()
+    rm -rf "$results"; mkdir -p "$results"
+    while read -r name pattern backends auto unsupported; do
+        case "$name" in ''|'#'*) continue ;; esac
+        [ "$pattern" = native ] && continue
+        if [ "${#wanted[@]}" -gt 0 ] && [[ ! " ${wanted[*]} " =~ " $name " ]]; then continue; fi
+        [ "$unsupported" = - ] && unsupported=""
+        local dir="$results/$name" image start
+        mkdir -p "$dir"
+        if ! image=$(fetch_kernel "$pattern"); then
+            summary+=("$name: FAILED (no kernel package)"); failed=1; continue
+        fi
+        write_guest_script "$dir" "$backends" "$auto" "$unsupported"
+        log "booting $name ($(basename "$image")) for $backends"
+        start=$SECONDS
+        timeout "$vm_timeout" "$cache/venv/bin/vng" -r "$image" --disable-kvm --memory 2G \
+            --rwdir "$dir" --exec "$dir/guest.sh" > "$dir/console.log" 2>&1 || true
+        log "$name finished in $((SECONDS - start)) s"
+        local cells=(errors map_read)
+        for b in ${backends//,/ }; do cells+=("$b-counting" "$b-http"); done
+        if [ ! -f "$dir/finished" ]; then
+            echo "$name: the VM did not finish; console:"; tail -n 40 "$dir/console.log" | sed 's/^/    /'
+            failed=1
+        fi
+        for cell in "${cells[@]}"; do
+            line=$(check_cell "$dir" "$cell") || failed=1
+            echo "$name $line"
+            summary+=("$name ${line%%$'\n'*}")
+        done
+    done < tests/kernels.conf
+
+    echo
+    echo "kernel matrix summary:"
+    printf '  %s\n' "${summary[@]}"
+    [ "$failed" = 0 ] || { log "FAILED"; exit 1; }
+    log "all cells passed"
+}
+
+main "$@"
