@@ -54,6 +54,13 @@ struct {
 	__type(value, struct sock *);
 } kprobe_inflight SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct probe_health);
+} probe_health SEC(".maps");
+
 static __always_inline bool ipv6_addr_v4mapped(const __u32 w[4])
 {
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
@@ -213,10 +220,25 @@ int BPF_PROG(fexit_tcp_recvmsg_nonblock, struct sock *sk, struct msghdr *msg, si
  * the return value. The seed study counted the entry's `size`/`len`, which is
  * what the caller asked for, not what moved (bcc tcptop bug #2440). */
 
+static __always_inline void count_missed_call(void)
+{
+	__u32 zero = 0;
+	struct probe_health *health = bpf_map_lookup_elem(&probe_health, &zero);
+
+	/* Per-CPU slot, and kprobes run with preemption off: no atomic needed. */
+	if (health)
+		health->missed_calls++;
+}
+
 static __always_inline void stash_sock(struct sock *sk)
 {
 	__u64 tid = bpf_get_current_pid_tgid();
 
+	if (bpf_map_update_elem(&kprobe_inflight, &tid, &sk, BPF_NOEXIST) == 0)
+		return;
+	/* This thread's previous call is still here: its return probe never
+	 * ran, so its bytes were lost. Say so, then track this call. */
+	count_missed_call();
 	bpf_map_update_elem(&kprobe_inflight, &tid, &sk, BPF_ANY);
 }
 
@@ -225,8 +247,12 @@ static __always_inline void count_stashed(long ret, bool sent)
 	__u64 tid = bpf_get_current_pid_tgid();
 	struct sock **skp = bpf_map_lookup_elem(&kprobe_inflight, &tid);
 
-	if (!skp)
+	/* The kretprobe is attached after the kprobe, so a return without an
+	 * entry means the entry probe was skipped. */
+	if (!skp) {
+		count_missed_call();
 		return;
+	}
 	count_bytes(*skp, ret, sent);
 	bpf_map_delete_elem(&kprobe_inflight, &tid);
 }

@@ -31,4 +31,13 @@ struct flow_bytes {
 	__u64 last_seen_ns;
 };
 
+/* How the probes fare, one slot per CPU; user space sums the CPUs. */
+struct probe_health {
+	/* kprobe backend: socket calls the probes saw only half of, so their
+	 * bytes are not counted. A kretprobe misses returns when more calls are
+	 * in flight than its maxactive; the kernel's BPF recursion guard can skip
+	 * either probe. */
+	__u64 missed_calls;
+};
+
 #endif /* TCP_FLOW_EXPORTER_FLOW_H */

@@ -68,25 +68,27 @@ fetch_kernel() {
     pkg=$(apt-cache "${apt_opts[@]}" pkgnames linux-image- | grep -E "$pattern" | sort -V | tail -n1)
     if [ -z "$pkg" ]; then
         # Offline or a mirror without it: fall back to the newest cached one.
-        deb=$(ls "$cache"/kernels/*.deb 2>/dev/null | while read -r f; do
-            basename "$f" | cut -d_ -f1; done | grep -E "$pattern" | sort -V | tail -n1)
-        [ -n "$deb" ] || { log "no package matches $pattern"; return 1; }
-        pkg=$deb
+        pkg=$(ls "$cache/kernels" 2>/dev/null | grep -E "$pattern" | sort -V | tail -n1)
+        [ -n "$pkg" ] || { log "no package matches $pattern"; return 1; }
     fi
-    mkdir -p "$cache/kernels"
-    deb=$(ls "$cache/kernels/${pkg}"_*.deb 2>/dev/null | head -n1 || true)
-    if [ -z "$deb" ]; then
+    dir="$cache/kernels/$pkg"
+    if [ ! -d "$dir/boot" ]; then
+        mkdir -p "$cache/kernels/download"
         log "downloading $pkg"
-        (cd "$cache/kernels" && apt-get "${apt_opts[@]}" download "$pkg" >/dev/null 2>&1) \
+        (cd "$cache/kernels/download" && apt-get "${apt_opts[@]}" download "$pkg" >/dev/null 2>&1) \
             || { log "cannot download $pkg"; return 1; }
-        deb=$(ls "$cache/kernels/${pkg}"_*.deb | head -n1)
+        deb=$(ls "$cache/kernels/download/${pkg}"_*.deb | head -n1)
+        rm -rf "$dir.partial"
+        dpkg -x "$deb" "$dir.partial"
+        mv "$dir.partial" "$dir"
+        rm -f "$deb"
     fi
-    dir="$cache/kernels/${pkg}"
-    [ -d "$dir/boot" ] || dpkg -x "$deb" "$dir"
     local version
     version=$(ls "$dir/lib/modules")
-    # virtme-ng loads the 9p and virtio modules of the guest kernel from here.
-    [ -d "/lib/modules/$version" ] || cp -a "$dir/lib/modules/$version" /lib/modules/
+    # virtme-ng loads the guest kernel's 9p and virtio modules from
+    # /lib/modules/<version>; a link keeps them in the cache.
+    mkdir -p /lib/modules
+    [ -e "/lib/modules/$version" ] || ln -s "$dir/lib/modules/$version" "/lib/modules/$version"
     echo "$dir/boot/vmlinuz-$version"
 }
 

@@ -13,7 +13,7 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/flow.skel.rs"));
 }
 
-pub use skel::types::{flow_bytes as FlowBytes, flow_key as FlowKey};
+pub use skel::types::{flow_bytes as FlowBytes, flow_key as FlowKey, probe_health as ProbeHealth};
 pub use skel::{FlowSkel, FlowSkelBuilder, OpenFlowSkel};
 
 // SAFETY: both are generated `#[repr(C)]` structs made only of integers and
@@ -21,11 +21,14 @@ pub use skel::{FlowSkel, FlowSkelBuilder, OpenFlowSkel};
 unsafe impl plain::Plain for FlowKey {}
 // SAFETY: as above.
 unsafe impl plain::Plain for FlowBytes {}
+// SAFETY: as above.
+unsafe impl plain::Plain for ProbeHealth {}
 
 /// Map names as `bpftool map list` shows them.
 pub const FLOW_MAP: &str = "tcp_flow_bytes";
 pub const OVERFLOW_MAP: &str = "flow_overflow";
 pub const KPROBE_INFLIGHT_MAP: &str = "kprobe_inflight";
+pub const PROBE_HEALTH_MAP: &str = "probe_health";
 
 #[cfg(test)]
 mod tests {

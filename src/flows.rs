@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use libbpf_rs::MapHandle;
 
-use crate::bpf::{FlowBytes, FlowKey};
+use crate::bpf::{FlowBytes, FlowKey, ProbeHealth};
 use crate::map_reader::{read_hash_map, read_percpu_slot};
 
 const AF_INET: u16 = libc::AF_INET as u16;
@@ -44,6 +44,9 @@ pub struct Overflow {
 pub struct Snapshot {
     pub flows: Vec<Flow>,
     pub overflow: Overflow,
+    /// Socket calls the probes saw only half of (kprobe backend), summed
+    /// over CPUs: their bytes are not counted.
+    pub missed_calls: u64,
     /// Entries with an address family we do not know; the BPF side never
     /// writes them, so anything above zero is a bug worth seeing.
     pub undecodable: u64,
@@ -53,16 +56,17 @@ pub struct Snapshot {
     pub taken_at_ns: u64,
 }
 
-/// The two maps a scrape reads.
+/// The maps a scrape reads.
 #[derive(Debug)]
 pub struct FlowMaps {
     pub flows: MapHandle,
     pub overflow: MapHandle,
+    pub health: MapHandle,
     pub capacity: u32,
 }
 
 impl FlowMaps {
-    /// Reads both maps completely.
+    /// Reads every map completely.
     pub fn snapshot(&self) -> io::Result<Snapshot> {
         let started = Instant::now();
         let entries = read_hash_map(&self.flows, self.capacity as usize)?;
@@ -80,6 +84,12 @@ impl FlowMaps {
             let bytes = value_from(&cpu);
             snapshot.overflow.sent += bytes.sent;
             snapshot.overflow.received += bytes.received;
+        }
+        for cpu in read_percpu_slot(&self.health, 0)? {
+            let mut health = ProbeHealth::default();
+            plain::copy_from_bytes(&mut health, &cpu)
+                .expect("value is sizeof(struct probe_health)");
+            snapshot.missed_calls += health.missed_calls;
         }
         snapshot.read_duration = started.elapsed();
         snapshot.taken_at_ns = monotonic_now_ns();

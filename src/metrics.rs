@@ -166,6 +166,15 @@ impl ScrapeCollector {
 
         encoder
             .encode_descriptor(
+                "tcp_flow_exporter_missed_calls",
+                "Socket calls the kprobe backend saw only half of (kretprobe maxactive exceeded, \
+                 or a probe skipped by the kernel's recursion guard), so their bytes are not counted.",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(&snap.missed_calls, None::<&NoExemplar>)?;
+        encoder
+            .encode_descriptor(
                 "tcp_flow_exporter_undecodable_entries",
                 "Flow map entries with an unknown address family, skipped (a bug if not 0).",
                 None,
@@ -254,6 +263,7 @@ mod tests {
                 sent: 7,
                 received: 9,
             },
+            missed_calls: 4,
             undecodable: 0,
             read_duration: Duration::from_millis(3),
             taken_at_ns: 3,
@@ -282,6 +292,7 @@ mod tests {
             r#"tcp_flow_exporter_overflow_bytes_total{direction="sent"} 7"#,
             r#"tcp_flow_exporter_overflow_bytes_total{direction="received"} 9"#,
             "tcp_flow_exporter_scrape_errors_total 2",
+            "tcp_flow_exporter_missed_calls_total 4",
             "tcp_flow_exporter_scrape_duration_seconds 0.003",
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");

@@ -268,6 +268,7 @@ impl Probe {
         Ok(FlowMaps {
             flows: MapHandle::try_from(&self.skel.maps.tcp_flow_bytes)?,
             overflow: MapHandle::try_from(&self.skel.maps.flow_overflow)?,
+            health: MapHandle::try_from(&self.skel.maps.probe_health)?,
             capacity: self.capacity,
         })
     }

@@ -56,16 +56,8 @@ fn bad_flags_exit_2_with_one_line() {
 fn help_and_version_exit_0() {
     let help = run(Command::new(BIN).arg("--help"));
     assert_eq!(help.status.code(), Some(0));
-    let text = String::from_utf8_lossy(&help.stdout);
-    for flag in [
-        "--web.listen-address",
-        "--web.telemetry-path",
-        "--probe",
-        "--flows.max",
-        "--log.level",
-    ] {
-        assert!(text.contains(flag), "--help lacks {flag}");
-    }
+    // What the help says is checked in src/cli.rs; here, that it prints and exits 0.
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: tcp-flow-exporter"));
     let version = run(Command::new(BIN).arg("--version"));
     assert_eq!(
         String::from_utf8_lossy(&version.stdout).trim(),
