@@ -122,6 +122,7 @@ write_guest_script() {
         for b in ${backends//,/ }; do
             echo "cell $b-counting env TFE_PROBE=$b ${tests[counting]} --test-threads=1"
             echo "cell $b-http env TFE_PROBE=$b ${tests[http]} --test-threads=1"
+            echo "cell $b-program_stats env TFE_PROBE=$b ${tests[program_stats]}"
         done
         echo "echo done > '$dir'/finished"
     } > "$dir/guest.sh"
@@ -149,7 +150,7 @@ main() {
     PROMTOOL="$(scripts/fetch-prometheus.sh)/promtool"
     declare -gA tests
     while IFS== read -r name path; do tests[$name]=$path; done < <(build_tests)
-    for t in counting http errors map_read; do
+    for t in counting http errors map_read program_stats; do
         [ -n "${tests[$t]:-}" ] || { log "test binary $t was not built"; exit 1; }
     done
 
@@ -172,7 +173,7 @@ main() {
             --rwdir "$dir" --exec "$dir/guest.sh" > "$dir/console.log" 2>&1 || true
         log "$name finished in $((SECONDS - start)) s"
         local cells=(errors map_read)
-        for b in ${backends//,/ }; do cells+=("$b-counting" "$b-http"); done
+        for b in ${backends//,/ }; do cells+=("$b-counting" "$b-http" "$b-program_stats"); done
         if [ ! -f "$dir/finished" ]; then
             echo "$name: the VM did not finish; console:"; tail -n 40 "$dir/console.log" | sed 's/^/    /'
             failed=1

@@ -52,6 +52,13 @@ pub struct Cli {
     )]
     pub flows_max: u32,
 
+    /// Turn on the kernel's BPF run-time statistics while the exporter runs
+    /// (BPF_ENABLE_STATS), for the tcp_flow_exporter_program_run* metrics. Costs
+    /// two clock reads per run of every BPF program on the node. Already on when
+    /// sysctl kernel.bpf_stats_enabled=1.
+    #[arg(long = "bpf.stats")]
+    pub bpf_stats: bool,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -162,6 +169,7 @@ mod tests {
         assert_eq!(cli.probe, ProbeChoice::Auto);
         assert_eq!(cli.flows_max, 65536);
         assert_eq!(cli.log_level, LogLevel::Info);
+        assert!(!cli.bpf_stats);
         assert_eq!(DEFAULT_PORT, 10420);
     }
 
@@ -173,6 +181,7 @@ mod tests {
             "--probe=kprobe",
             "--flows.max=100000",
             "--log.level=debug",
+            "--bpf.stats",
         ])
         .unwrap();
         assert_eq!(
@@ -183,6 +192,7 @@ mod tests {
         assert_eq!(cli.probe, ProbeChoice::Kprobe);
         assert_eq!(cli.flows_max, 100_000);
         assert_eq!(cli.log_level, LogLevel::Debug);
+        assert!(cli.bpf_stats);
     }
 
     #[test]
@@ -223,6 +233,7 @@ mod tests {
             "--probe",
             "--flows.max",
             "--log.level",
+            "--bpf.stats",
         ] {
             assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
         }

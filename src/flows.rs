@@ -50,6 +50,10 @@ pub struct Snapshot {
     /// Entries with an address family we do not know; the BPF side never
     /// writes them, so anything above zero is a bug worth seeing.
     pub undecodable: u64,
+    /// Run statistics of the attached programs.
+    pub programs: Vec<crate::program_stats::ProgramStats>,
+    /// Whether the kernel is counting program runs and run time.
+    pub bpf_stats_enabled: bool,
     /// Time spent reading and decoding the maps.
     pub read_duration: Duration,
     /// CLOCK_MONOTONIC when the read finished, to age `last_seen_ns`.

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use crate::flows::{FlowMaps, Snapshot};
 use crate::metrics::{self, ExporterInfo, ScrapeStats};
+use crate::program_stats::{self, ProgramHandle};
 use crate::{negotiate, pages};
 
 /// How long open connections may take to finish after a shutdown signal.
@@ -31,6 +32,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct AppState {
     pub maps: FlowMaps,
+    pub programs: Vec<ProgramHandle>,
+    /// The exporter holds BPF_ENABLE_STATS (--bpf.stats).
+    pub bpf_stats_held: bool,
     pub info: ExporterInfo,
     pub telemetry_path: String,
     pub scrape_errors: AtomicU64,
@@ -139,7 +143,11 @@ where
     F: FnOnce(&AppState, Arc<Snapshot>) -> Response<Body> + Send + 'static,
 {
     let task = tokio::task::spawn_blocking(move || match state.maps.snapshot() {
-        Ok(snapshot) => render(&state, Arc::new(snapshot)),
+        Ok(mut snapshot) => {
+            snapshot.programs = program_stats::read(&state.programs);
+            snapshot.bpf_stats_enabled = state.bpf_stats_held || program_stats::sysctl_enabled();
+            render(&state, Arc::new(snapshot))
+        }
         Err(e) => {
             state.scrape_errors.fetch_add(1, Ordering::Relaxed);
             warn!(error = %e, "reading the BPF maps failed");

@@ -16,3 +16,4 @@ pub mod negotiate;
 pub mod pages;
 pub mod privileges;
 pub mod probe;
+pub mod program_stats;

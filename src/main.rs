@@ -16,7 +16,7 @@ use tcp_flow_exporter::cli::{Cli, ListenAddress};
 use tcp_flow_exporter::http::{self, AppState};
 use tcp_flow_exporter::metrics::ExporterInfo;
 use tcp_flow_exporter::probe::Probe;
-use tcp_flow_exporter::{kernel, privileges};
+use tcp_flow_exporter::{kernel, privileges, program_stats};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -71,8 +71,16 @@ fn run(cli: Cli) -> Result<()> {
 
     let probe = Probe::attach(cli.probe, cli.flows_max)?;
     info!(backend = probe.backend().name(), "counting TCP bytes");
+    // Held until exit: statistics stay on only while this fd is open.
+    let bpf_stats = cli
+        .bpf_stats
+        .then(program_stats::enable)
+        .transpose()
+        .context("cannot turn on BPF statistics (--bpf.stats needs Linux 5.8+)")?;
     let state = Arc::new(AppState {
         maps: probe.flow_maps().context("opening the BPF maps")?,
+        programs: probe.program_handles().context("keeping program handles")?,
+        bpf_stats_held: bpf_stats.is_some(),
         info: ExporterInfo {
             version: env!("CARGO_PKG_VERSION"),
             backend: probe.backend().name(),
@@ -94,7 +102,9 @@ fn run(cli: Cli) -> Result<()> {
         Ok::<_, io::Error>(())
     })?;
 
+    drop(runtime);
     drop(probe);
+    drop(bpf_stats);
     info!("detached all BPF programs; exiting");
     Ok(())
 }

@@ -10,13 +10,15 @@ use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelKey, EncodeLabelSet, LabelSetEncoder, NoLabelSet,
+    DescriptorEncoder, EncodeCounterValue, EncodeExemplarValue, EncodeLabelKey, EncodeLabelSet,
+    LabelSetEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::flows::{Flow, Snapshot};
+use crate::program_stats::ProgramStats;
 
 /// The exposition formats /metrics negotiates between.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -98,7 +100,8 @@ impl Collector for ScrapeCollector {
             flows,
             |f| f.received,
         )?;
-        self.encode_self_metrics(&mut encoder)
+        self.encode_self_metrics(&mut encoder)?;
+        self.encode_program_metrics(&mut encoder)
     }
 }
 
@@ -200,6 +203,72 @@ impl ScrapeCollector {
     }
 }
 
+impl ScrapeCollector {
+    fn encode_program_metrics(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let programs = &self.snapshot.programs;
+        encoder
+            .encode_descriptor(
+                "tcp_flow_exporter_bpf_stats_enabled",
+                "1 while the kernel counts BPF program runs and run time (--bpf.stats or sysctl kernel.bpf_stats_enabled).",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&u64::from(self.snapshot.bpf_stats_enabled))?;
+        let mut attached = encoder.encode_descriptor(
+            "tcp_flow_exporter_program_attached",
+            "1 for each BPF program attached to its kernel hook.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in programs {
+            attached
+                .encode_family(&[("program", p.name)])?
+                .encode_gauge(&1u64)?;
+        }
+        program_counter(
+            encoder,
+            "tcp_flow_exporter_program_runs",
+            "Times the BPF program ran while BPF statistics were on.",
+            None,
+            programs,
+            |p| p.run_count,
+        )?;
+        program_counter(
+            encoder,
+            "tcp_flow_exporter_program_run",
+            "Time the BPF program ran while BPF statistics were on.",
+            Some(&Unit::Seconds),
+            programs,
+            |p| p.run_time_ns as f64 / 1e9,
+        )?;
+        program_counter(
+            encoder,
+            "tcp_flow_exporter_program_recursion_misses",
+            "Runs of the BPF program the kernel skipped to prevent recursion; their bytes are not counted.",
+            None,
+            programs,
+            |p| p.recursion_misses,
+        )
+    }
+}
+
+fn program_counter<V: EncodeCounterValue + EncodeExemplarValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    programs: &[ProgramStats],
+    value: impl Fn(&ProgramStats) -> V,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    for p in programs {
+        metric
+            .encode_family(&[("program", p.name)])?
+            .encode_counter::<NoLabelSet, _, V>(&value(p), None::<&Exemplar<NoLabelSet, V>>)?;
+    }
+    Ok(())
+}
+
 fn gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -264,6 +333,13 @@ mod tests {
                 received: 9,
             },
             missed_calls: 4,
+            programs: vec![ProgramStats {
+                name: "tp_sock_send_length",
+                run_count: 10,
+                run_time_ns: 1_500_000_000,
+                recursion_misses: 1,
+            }],
+            bpf_stats_enabled: true,
             undecodable: 0,
             read_duration: Duration::from_millis(3),
             taken_at_ns: 3,
@@ -293,6 +369,11 @@ mod tests {
             r#"tcp_flow_exporter_overflow_bytes_total{direction="received"} 9"#,
             "tcp_flow_exporter_scrape_errors_total 2",
             "tcp_flow_exporter_missed_calls_total 4",
+            "tcp_flow_exporter_bpf_stats_enabled 1",
+            r#"tcp_flow_exporter_program_attached{program="tp_sock_send_length"} 1"#,
+            r#"tcp_flow_exporter_program_runs_total{program="tp_sock_send_length"} 10"#,
+            r#"tcp_flow_exporter_program_run_seconds_total{program="tp_sock_send_length"} 1.5"#,
+            r#"tcp_flow_exporter_program_recursion_misses_total{program="tp_sock_send_length"} 1"#,
             "tcp_flow_exporter_scrape_duration_seconds 0.003",
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");

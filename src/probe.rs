@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::mem::MaybeUninit;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapHandle, OpenObject};
@@ -16,6 +16,7 @@ use crate::bpf::{FlowBytes, FlowKey, FlowSkel, FlowSkelBuilder};
 use crate::cli::ProbeChoice;
 use crate::flows::FlowMaps;
 use crate::kernel::KernelFeatures;
+use crate::program_stats::ProgramHandle;
 
 /// A set of hooks that together count every send and receive.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -114,6 +115,7 @@ pub enum ProbeError {
 pub struct AttachedProgram {
     pub name: &'static str,
     pub id: u32,
+    fd: OwnedFd,
     _link: Link,
 }
 
@@ -233,9 +235,14 @@ impl Probe {
             };
             let link = prog.attach().map_err(libbpf(&format!("attach {name}")))?;
             let id = libbpf_rs::Program::id_from_fd(prog.as_fd()).unwrap_or(0);
+            let fd = prog
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| libbpf(&format!("keep a handle on {name}"))(e.into()))?;
             programs.push(AttachedProgram {
                 name,
                 id,
+                fd,
                 _link: link,
             });
         }
@@ -260,6 +267,19 @@ impl Probe {
 
     pub fn programs(&self) -> &[AttachedProgram] {
         &self.programs
+    }
+
+    /// Handles on the attached programs, for their run statistics.
+    pub fn program_handles(&self) -> std::io::Result<Vec<ProgramHandle>> {
+        self.programs
+            .iter()
+            .map(|p| {
+                Ok(ProgramHandle {
+                    name: p.name,
+                    fd: p.fd.try_clone()?,
+                })
+            })
+            .collect()
     }
 
     /// Handles on the maps a scrape reads; they stay valid after the probe is

@@ -1,0 +1,70 @@
+//! Root test: the per-program self-metrics count real program runs.
+
+mod common;
+
+use std::io::Write;
+
+use common::traffic::Pair;
+use common::{root_or_skip, Exporter, Scrape};
+
+/// The attached program that sees sends, whatever the backend.
+fn send_program(scrape: &Scrape) -> String {
+    scrape
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix(r#"tcp_flow_exporter_program_attached{program=""#))
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .find(|name| name.contains("send") && !name.starts_with("kprobe_"))
+        .unwrap_or_else(|| panic!("no send program attached:\n{}", scrape.text))
+}
+
+#[test]
+fn root_bpf_stats_count_program_runs() {
+    if !root_or_skip("root_bpf_stats_count_program_runs") {
+        return;
+    }
+    let exporter = Exporter::start(&["--bpf.stats"]);
+    let before = exporter.scrape();
+    assert_eq!(
+        before.sample("tcp_flow_exporter_bpf_stats_enabled", ""),
+        Some(1)
+    );
+    let program = send_program(&before);
+    let labels = format!(r#"program="{program}""#);
+    let runs = |s: &Scrape| {
+        s.sample("tcp_flow_exporter_program_runs_total", &labels)
+            .unwrap()
+    };
+
+    let mut pair = Pair::on("127.0.0.1");
+    for _ in 0..200 {
+        pair.client.write_all(b"x").unwrap();
+    }
+    common::traffic::read_exactly(&mut pair.server, 200);
+
+    let after = exporter.scrape();
+    // Other sockets on the node send too, so at least our 200 sends.
+    assert!(
+        runs(&after) - runs(&before) >= 200,
+        "{} -> {}",
+        runs(&before),
+        runs(&after)
+    );
+    let seconds = |s: &Scrape| {
+        s.text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "tcp_flow_exporter_program_run_seconds_total{{{labels}}} "
+                ))
+            })
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert!(seconds(&after) > seconds(&before));
+    assert_eq!(
+        after.sample("tcp_flow_exporter_program_attached", &labels),
+        Some(1)
+    );
+}
