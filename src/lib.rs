@@ -17,3 +17,4 @@ pub mod pages;
 pub mod privileges;
 pub mod probe;
 pub mod program_stats;
+mod self_metrics;
