@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: run as root, or install sudo" >&2; exit 1; }
+    sudo="sudo"
+fi
 
 # clang compiles bpf/*.bpf.c; libbpf-sys builds its vendored libbpf with make,
 # gcc, libelf and zlib.

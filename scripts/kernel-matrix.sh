@@ -12,9 +12,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# name=path lines of the test binaries, built now if needed.
+build_tests() {
+    cargo test --no-run --locked --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"] + "=" + m["executable"])'
+}
+
 if [ "$(id -u)" -ne 0 ]; then
-    # Booting a kernel needs its modules under /lib/modules.
-    exec sudo -E env "PATH=$PATH" "$0" "$@"
+    # Build as you; boot as root, which linking the guest kernel's modules
+    # under /lib/modules needs.
+    mkdir -p target
+    build_tests > target/kernel-matrix-tests.txt
+    exec sudo -E env "PATH=$PATH" TFE_TESTS_FILE="$PWD/target/kernel-matrix-tests.txt" "$0" "$@"
 fi
 
 cache="${TFE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tcp-flow-exporter}"
@@ -92,16 +105,6 @@ fetch_kernel() {
     echo "$dir/boot/vmlinuz-$version"
 }
 
-# name=path lines of the test binaries, built now if needed.
-build_tests() {
-    cargo test --no-run --locked --message-format=json 2>/dev/null | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
-        print(m["target"]["name"] + "=" + m["executable"])'
-}
-
 # Writes the script the guest runs: every cell of one kernel, each cell's log
 # and exit code into the shared results directory.
 write_guest_script() {
@@ -149,7 +152,9 @@ main() {
     setup_apt
     PROMTOOL="$(scripts/fetch-prometheus.sh)/promtool"
     declare -gA tests
-    while IFS== read -r name path; do tests[$name]=$path; done < <(build_tests)
+    local list
+    if [ -n "${TFE_TESTS_FILE:-}" ]; then list=$(cat "$TFE_TESTS_FILE"); else list=$(build_tests); fi
+    while IFS== read -r name path; do tests[$name]=$path; done <<< "$list"
     for t in counting http errors map_read program_stats; do
         [ -n "${tests[$t]:-}" ] || { log "test binary $t was not built"; exit 1; }
     done
