@@ -83,52 +83,75 @@ type NoExemplar = Exemplar<NoLabelSet, u64>;
 
 impl Collector for ScrapeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let flows = &self.snapshot.flows;
+        let snap = &self.snapshot;
         flow_counter(
             &mut encoder,
             "tcp_flow_sent",
             "TCP payload bytes the local socket (src) sent to its peer (dst).",
-            flows,
+            snap,
             |f| f.sent,
+            snap.overflow.sent,
         )?;
         flow_counter(
             &mut encoder,
             "tcp_flow_received",
             "TCP payload bytes the local socket (src) received from its peer (dst).",
-            flows,
+            snap,
             |f| f.received,
+            snap.overflow.received,
         )?;
         crate::self_metrics::encode(&mut encoder, &self.snapshot, &self.info, self.stats)
     }
 }
 
+/// One counter family over every flow, plus the overflow flow: the bytes
+/// that found the kernel map full, so that sums over all series stay exact.
 fn flow_counter(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    flows: &[Flow],
+    snapshot: &Snapshot,
     value: impl Fn(&Flow) -> u64,
+    overflow: u64,
 ) -> fmt::Result {
     let mut metric =
         encoder.encode_descriptor(name, help, Some(&Unit::Bytes), MetricType::Counter)?;
-    for flow in flows {
+    for flow in &snapshot.flows {
         metric
-            .encode_family(&FlowLabels(flow))?
+            .encode_family(&FlowLabels::Flow(flow))?
             .encode_counter::<NoLabelSet, _, u64>(&value(flow), None::<&NoExemplar>)?;
     }
-    Ok(())
+    metric
+        .encode_family(&FlowLabels::Overflow)?
+        .encode_counter::<NoLabelSet, _, u64>(&overflow, None::<&NoExemplar>)
 }
 
+/// The label value that marks the overflow flow, in place of both IPs.
+pub const OVERFLOW_MARKER: &str = "overflow";
+
 /// `src_*` is the local socket, `dst_*` the peer, whoever connected.
-struct FlowLabels<'a>(&'a Flow);
+enum FlowLabels<'a> {
+    Flow(&'a Flow),
+    /// `src_ip="overflow",src_port="0",dst_ip="overflow",dst_port="0"`.
+    Overflow,
+}
 
 impl EncodeLabelSet for FlowLabels<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
-        let flow = self.0;
-        label(encoder, "src_ip", flow.local.ip())?;
-        label(encoder, "src_port", flow.local.port())?;
-        label(encoder, "dst_ip", flow.remote.ip())?;
-        label(encoder, "dst_port", flow.remote.port())
+        match self {
+            FlowLabels::Flow(flow) => {
+                label(encoder, "src_ip", flow.local.ip())?;
+                label(encoder, "src_port", flow.local.port())?;
+                label(encoder, "dst_ip", flow.remote.ip())?;
+                label(encoder, "dst_port", flow.remote.port())
+            }
+            FlowLabels::Overflow => {
+                label(encoder, "src_ip", OVERFLOW_MARKER)?;
+                label(encoder, "src_port", 0)?;
+                label(encoder, "dst_ip", OVERFLOW_MARKER)?;
+                label(encoder, "dst_port", 0)
+            }
+        }
     }
 }
 
@@ -200,6 +223,9 @@ mod tests {
             "# TYPE tcp_flow_sent_bytes_total counter",
             r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="40000",dst_ip="127.0.0.1",dst_port="8080"} 1234"#,
             r#"tcp_flow_received_bytes_total{src_ip="::1",src_port="8080",dst_ip="::1",dst_port="40001"} 18446744073709551615"#,
+            r#"tcp_flow_sent_bytes_total{src_ip="overflow",src_port="0",dst_ip="overflow",dst_port="0"} 7"#,
+            r#"tcp_flow_received_bytes_total{src_ip="overflow",src_port="0",dst_ip="overflow",dst_port="0"} 9"#,
+            r#"tcp_flow_exporter_map_fill_ratio{map="tcp_flow_bytes"} 0.000030517578125"#,
             r#"tcp_flow_exporter_build_info{version="1.2.3",backend="tracepoint"} 1"#,
             r#"tcp_flow_exporter_map_entries{map="tcp_flow_bytes"} 2"#,
             r#"tcp_flow_exporter_map_capacity{map="tcp_flow_bytes"} 65536"#,

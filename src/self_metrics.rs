@@ -33,12 +33,13 @@ pub(crate) fn encode(
         .encode_info(&[("version", info.version), ("backend", info.backend)])?;
 
     let map = [("map", info.map_name)];
+    let entries = snap.flows.len() as u64 + snap.undecodable;
     gauge(
         encoder,
         "tcp_flow_exporter_map_entries",
         "Entries in the BPF map at this scrape.",
         &map,
-        snap.flows.len() as u64 + snap.undecodable,
+        entries,
     )?;
     gauge(
         encoder,
@@ -47,6 +48,15 @@ pub(crate) fn encode(
         &map,
         u64::from(info.map_capacity),
     )?;
+    encoder
+        .encode_descriptor(
+            "tcp_flow_exporter_map_fill_ratio",
+            "Entries over capacity of the BPF map; at 1 new flows go to the overflow flow.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_family(&map)?
+        .encode_gauge(&(entries as f64 / f64::from(info.map_capacity.max(1))))?;
 
     let mut overflow = encoder.encode_descriptor(
         "tcp_flow_exporter_overflow",

@@ -293,3 +293,48 @@ fn root_concurrent_blocked_receivers_are_counted_or_reported() {
         assert_eq!((uncounted, missed), (0, 0));
     }
 }
+
+#[test]
+fn root_full_map_sends_bytes_to_the_overflow_flow() {
+    if !root_or_skip("root_full_map_sends_bytes_to_the_overflow_flow") {
+        return;
+    }
+    // One slot: whatever flow comes first takes it (the harness's own health
+    // checks, say), and every later flow must land on the overflow flow.
+    let exporter = Exporter::start(&["--flows.max=1"]);
+    let overflow = |s: &Scrape| {
+        let labels = r#"src_ip="overflow",src_port="0",dst_ip="overflow",dst_port="0""#;
+        (
+            s.sample("tcp_flow_sent_bytes_total", labels).unwrap(),
+            s.sample("tcp_flow_received_bytes_total", labels).unwrap(),
+        )
+    };
+    let before = exporter.scrape();
+    let mut pair = Pair::on("127.0.0.1");
+    pair.exchange(1 << 20, 3 << 20);
+    let after = exporter.scrape();
+
+    assert_eq!(after.flow(pair.client_flow().0, pair.client_flow().1), None);
+    assert_eq!(after.flow(pair.server_flow().0, pair.server_flow().1), None);
+    let (sent, received) = (
+        overflow(&after).0 - overflow(&before).0,
+        overflow(&after).1 - overflow(&before).1,
+    );
+    // Both ends of our connection overflowed: 4 MiB each way. Other sockets
+    // on the node may add more, never less.
+    assert!(
+        sent >= 4 << 20 && received >= 4 << 20,
+        "overflow grew by {sent} sent, {received} received"
+    );
+    assert_eq!(
+        after.sample("tcp_flow_exporter_map_entries", r#"map="tcp_flow_bytes""#),
+        Some(1)
+    );
+    assert_eq!(
+        after.sample(
+            "tcp_flow_exporter_overflow_bytes_total",
+            r#"direction="sent""#
+        ),
+        Some(overflow(&after).0)
+    );
+}
