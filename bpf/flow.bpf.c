@@ -130,7 +130,10 @@ static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
 	counters = bpf_map_lookup_elem(&tcp_flow_bytes, &key);
 	if (!counters) {
 		fresh.last_seen_ns = now;
-		add_bytes(&fresh, ret, sent);
+		if (sent)
+			fresh.sent = ret;
+		else
+			fresh.received = ret;
 		if (bpf_map_update_elem(&tcp_flow_bytes, &key, &fresh, BPF_NOEXIST) == 0)
 			return;
 		/* Either another CPU created the flow first (-EEXIST), or the map is

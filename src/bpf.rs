@@ -24,11 +24,8 @@ unsafe impl plain::Plain for FlowBytes {}
 // SAFETY: as above.
 unsafe impl plain::Plain for ProbeHealth {}
 
-/// Map names as `bpftool map list` shows them.
+/// The flow map's name, as `bpftool map list` shows it.
 pub const FLOW_MAP: &str = "tcp_flow_bytes";
-pub const OVERFLOW_MAP: &str = "flow_overflow";
-pub const KPROBE_INFLIGHT_MAP: &str = "kprobe_inflight";
-pub const PROBE_HEALTH_MAP: &str = "probe_health";
 
 #[cfg(test)]
 mod tests {
