@@ -12,7 +12,8 @@
  *
  * User space enables exactly one backend's programs (set_autoload) and, for the
  * fentry and kprobe backends, the tcp_recvmsg twin that matches this kernel's
- * signature. All of them end in count_bytes().
+ * signature. All of them end in count_bytes(). Two tp_btf programs, attached
+ * with every backend, remember which end of each connection is local.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -27,16 +28,37 @@
 #define MSG_PEEK 0x2
 #define MSG_ERRQUEUE 0x2000
 
+#include "filter.bpf.h"
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-struct {
+/* Bytes per flow since user space last drained the table. There are two
+ * tables and `active_flows` points at the one the probes write. To drain,
+ * user space points it at the other table; the kernel waits for every BPF
+ * program that may still hold the old one to finish (a map-in-map update
+ * calls synchronize_rcu(), see maybe_wait_bpf_programs()), so user space
+ * then reads and empties the old table while nothing writes to it. Deleting
+ * entries a probe might still be adding to would lose those bytes: a freed
+ * hash element is reused at once for another key. */
+struct flow_table {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, FLOWS_MAX_DEFAULT);
 	__type(key, struct flow_key);
 	__type(value, struct flow_bytes);
-} tcp_flow_bytes SEC(".maps");
+};
+struct flow_table flows_even SEC(".maps");
+struct flow_table flows_odd SEC(".maps");
 
-/* Bytes of flows that found the flow map full. One slot per CPU, so the
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct flow_table);
+} active_flows SEC(".maps") = {
+	.values = { &flows_even },
+};
+
+/* Bytes of flows that found the flow table full. One slot per CPU, so the
  * fallback path never contends; user space sums the CPUs. Never reset. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -44,6 +66,20 @@ struct {
 	__type(key, __u32);
 	__type(value, struct flow_bytes);
 } flow_overflow SEC(".maps");
+
+/* Role (enum flow_role) of every TCP socket that connected or was accepted
+ * while the exporter runs, keyed by the socket's address. Written on the
+ * state change that reveals the role, deleted when the socket is destroyed:
+ * not at TCP_CLOSE, because an application still reads queued data after
+ * that (shutdown(SHUT_WR) and read to EOF, or data followed by a reset).
+ * Allocated on insert, so its memory follows the live connections. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SOCKETS_MAX_DEFAULT);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, __u8);
+} socket_roles SEC(".maps");
 
 /* kprobe backend only: the socket a thread passed to tcp_*msg / tcp_sendpage,
  * kept from entry to return. NULL means "this call is not counted" (MSG_PEEK). */
@@ -60,6 +96,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct probe_health);
 } probe_health SEC(".maps");
+
+static __always_inline struct probe_health *health(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&probe_health, &zero);
+}
 
 static __always_inline bool ipv6_addr_v4mapped(const __u32 w[4])
 {
@@ -114,6 +157,14 @@ static __always_inline void add_bytes(struct flow_bytes *counters, __u64 bytes, 
 		__sync_fetch_and_add(&counters->received, bytes);
 }
 
+static __always_inline __u8 socket_role(struct sock *sk)
+{
+	__u64 id = (__u64)sk;
+	__u8 *role = bpf_map_lookup_elem(&socket_roles, &id);
+
+	return role ? *role : ROLE_UNKNOWN;
+}
+
 /* The accounting body every hook shares. `ret` is the socket call's return
  * value: negative for errors, 0 for nothing moved. */
 static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
@@ -121,24 +172,32 @@ static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
 	struct flow_key key __attribute__((aligned(8))) = {};
 	struct flow_bytes *counters, fresh = {};
 	__u32 zero = 0;
+	void *flows;
 	__u64 now;
 
 	if (ret <= 0 || !sk || !flow_key_from_sock(sk, &key))
 		return;
+	key.role = socket_role(sk);
+	if (!flow_selected(&key))
+		return;
+	aggregate_ports(&key);
 
+	flows = bpf_map_lookup_elem(&active_flows, &zero);
+	if (!flows)
+		return; /* slot 0 always holds a table */
 	now = bpf_ktime_get_ns();
-	counters = bpf_map_lookup_elem(&tcp_flow_bytes, &key);
+	counters = bpf_map_lookup_elem(flows, &key);
 	if (!counters) {
 		fresh.last_seen_ns = now;
 		if (sent)
 			fresh.sent = ret;
 		else
 			fresh.received = ret;
-		if (bpf_map_update_elem(&tcp_flow_bytes, &key, &fresh, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(flows, &key, &fresh, BPF_NOEXIST) == 0)
 			return;
-		/* Either another CPU created the flow first (-EEXIST), or the map is
-		 * full (-E2BIG / -ENOMEM). A second lookup tells the two apart. */
-		counters = bpf_map_lookup_elem(&tcp_flow_bytes, &key);
+		/* Either another CPU created the flow first (-EEXIST), or the table
+		 * is full (-E2BIG / -ENOMEM). A second lookup tells the two apart. */
+		counters = bpf_map_lookup_elem(flows, &key);
 		if (!counters) {
 			counters = bpf_map_lookup_elem(&flow_overflow, &zero);
 			if (!counters)
@@ -147,6 +206,59 @@ static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
 	}
 	add_bytes(counters, ret, sent);
 	counters->last_seen_ns = now;
+}
+
+/* ---- connection roles --------------------------------------------------
+ * inet_sock_set_state fires on every TCP state change (Linux 4.16+). A socket
+ * that connect()s goes CLOSE -> SYN_SENT. An accepted socket is cloned from
+ * its listener and set to SYN_RECV at once (inet_csk_clone_lock), so the
+ * change reads LISTEN -> SYN_RECV. A simultaneous open, such as a socket
+ * connecting to its own address and port, goes SYN_SENT -> SYN_RECV and
+ * stays a client. */
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
+{
+	struct probe_health *h;
+	__u64 id = (__u64)sk;
+	__u8 role;
+
+	if (newstate == TCP_SYN_SENT)
+		role = ROLE_CLIENT;
+	else if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN)
+		role = ROLE_SERVER;
+	else
+		return 0;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+
+	h = health();
+	if (bpf_map_update_elem(&socket_roles, &id, &role, BPF_NOEXIST) == 0) {
+		if (h)
+			__sync_fetch_and_add(&h->socket_inserts, 1);
+		return 0;
+	}
+	/* The address of a socket destroyed before the exporter started, or a
+	 * reconnect of the same socket: overwrite. Failing that, the map is full. */
+	if (bpf_map_update_elem(&socket_roles, &id, &role, BPF_EXIST) != 0 && h)
+		__sync_fetch_and_add(&h->sockets_untracked, 1);
+	return 0;
+}
+
+/* tcp_v4_destroy_sock() runs once for every TCP socket, IPv6 ones included
+ * (tcp_v6_destroy_sock calls it), when its memory is about to be freed. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tp_tcp_destroy_sock, struct sock *sk)
+{
+	struct probe_health *h;
+	__u64 id = (__u64)sk;
+
+	if (bpf_map_delete_elem(&socket_roles, &id) == 0) {
+		h = health();
+		if (h)
+			__sync_fetch_and_add(&h->socket_deletes, 1);
+	}
+	return 0;
 }
 
 /* ---- tracepoint backend ------------------------------------------------
@@ -225,12 +337,10 @@ int BPF_PROG(fexit_tcp_recvmsg_nonblock, struct sock *sk, struct msghdr *msg, si
 
 static __always_inline void count_missed_call(void)
 {
-	__u32 zero = 0;
-	struct probe_health *health = bpf_map_lookup_elem(&probe_health, &zero);
+	struct probe_health *h = health();
 
-	/* Per-CPU slot, and kprobes run with preemption off: no atomic needed. */
-	if (health)
-		health->missed_calls++;
+	if (h)
+		__sync_fetch_and_add(&h->missed_calls, 1);
 }
 
 static __always_inline void stash_sock(struct sock *sk)

@@ -7,20 +7,31 @@
 #ifndef TCP_FLOW_EXPORTER_FLOW_H
 #define TCP_FLOW_EXPORTER_FLOW_H
 
-/* Capacity compiled into the object; user space overrides it at open time
- * from --flows.max, before the maps are created. */
+/* Capacities compiled into the object; user space overrides them at open
+ * time from --flows.max and --sockets.max, before the maps are created. */
 #define FLOWS_MAX_DEFAULT 65536
+#define SOCKETS_MAX_DEFAULT 262144
+
+/* Which end of the connection the local socket is. */
+enum flow_role {
+	ROLE_UNKNOWN = 0, /* connected before the exporter started */
+	ROLE_CLIENT = 1,  /* connect(): went CLOSE -> SYN_SENT */
+	ROLE_SERVER = 2,  /* accept(): cloned from a listener into SYN_RECV */
+};
 
 /* One TCP flow as seen from this node: the local socket and its peer.
  * IPv4 (including IPv4-mapped IPv6) uses the first 4 bytes of each address
- * and family AF_INET; the rest of the address is zero. */
+ * and family AF_INET; the rest of the address is zero. Under
+ * --flows.ports=server the client's port is 0: every connection of one
+ * client to one server port shares a key. */
 struct flow_key {
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
-	__u16 local_port;  /* host byte order */
-	__u16 remote_port; /* host byte order */
+	__u16 local_port;  /* host byte order; 0 = aggregated */
+	__u16 remote_port; /* host byte order; 0 = aggregated */
 	__u16 family;      /* AF_INET (2) or AF_INET6 (10) */
-	__u16 pad;         /* always zero, so keys hash and compare bytewise */
+	__u8 role;         /* enum flow_role */
+	__u8 pad;          /* always zero, so keys hash and compare bytewise */
 };
 
 /* Payload bytes the application really moved on that flow. */
@@ -31,6 +42,13 @@ struct flow_bytes {
 	__u64 last_seen_ns;
 };
 
+/* Key of the --filter.cidr.* tries: every address as IPv6, IPv4 as
+ * ::ffff:a.b.c.d, so one trie serves both families. */
+struct cidr_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
 /* How the probes fare, one slot per CPU; user space sums the CPUs. */
 struct probe_health {
 	/* kprobe backend: socket calls the probes saw only half of, so their
@@ -38,6 +56,13 @@ struct probe_health {
 	 * in flight than its maxactive; the kernel's BPF recursion guard can skip
 	 * either probe. */
 	__u64 missed_calls;
+	/* Connections whose role could not be remembered because the socket map
+	 * was full: their flows keep both ports and role "unknown". */
+	__u64 sockets_untracked;
+	/* Socket map inserts and deletes; the difference is its entry count
+	 * (a hash map does not report its size cheaply). */
+	__u64 socket_inserts;
+	__u64 socket_deletes;
 };
 
 #endif /* TCP_FLOW_EXPORTER_FLOW_H */

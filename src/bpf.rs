@@ -13,7 +13,10 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/flow.skel.rs"));
 }
 
-pub use skel::types::{flow_bytes as FlowBytes, flow_key as FlowKey, probe_health as ProbeHealth};
+pub use skel::types::{
+    cidr_key as CidrKey, flow_bytes as FlowBytes, flow_key as FlowKey, probe_health as ProbeHealth,
+    rodata as Rodata,
+};
 pub use skel::{FlowSkel, FlowSkelBuilder, OpenFlowSkel};
 
 // SAFETY: both are generated `#[repr(C)]` structs made only of integers and
@@ -23,9 +26,12 @@ unsafe impl plain::Plain for FlowKey {}
 unsafe impl plain::Plain for FlowBytes {}
 // SAFETY: as above.
 unsafe impl plain::Plain for ProbeHealth {}
+// SAFETY: as above (a u32 followed by 16 bytes: no padding).
+unsafe impl plain::Plain for CidrKey {}
 
-/// The flow map's name, as `bpftool map list` shows it.
-pub const FLOW_MAP: &str = "tcp_flow_bytes";
+/// Values of `enum flow_role` in flow.h.
+pub const ROLE_CLIENT: u8 = 1;
+pub const ROLE_SERVER: u8 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -33,8 +39,10 @@ mod tests {
 
     #[test]
     fn shared_structs_have_the_c_layout() {
-        // flow.h: 16 + 16 address bytes, then four u16; three u64 counters.
+        // flow.h: 16 + 16 address bytes, three u16 and two u8; three u64
+        // counters; a u32 prefix length and 16 address bytes.
         assert_eq!(std::mem::size_of::<FlowKey>(), 40);
         assert_eq!(std::mem::size_of::<FlowBytes>(), 24);
+        assert_eq!(std::mem::size_of::<CidrKey>(), 20);
     }
 }

@@ -1,8 +1,12 @@
 //! Command-line flags, named the way Prometheus exporters name them.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+
+use crate::filter::{parse_cidr, FlowFilter, Loopback, PortRange, PortsMode};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -40,8 +44,9 @@ pub struct Cli {
     #[arg(long = "probe", value_enum, default_value_t = ProbeChoice::Auto)]
     pub probe: ProbeChoice,
 
-    /// Capacity of the kernel flow map: how many distinct flows are counted one by one.
-    /// Bytes of flows beyond it are added to tcp_flow_exporter_overflow_bytes_total.
+    /// How many flows are counted one by one: the limit of exported flow series, and
+    /// the capacity of each kernel flow table. Bytes of flows beyond it go to the
+    /// overflow flow (src_ip="overflow") and tcp_flow_exporter_overflow_bytes_total.
     #[arg(
         long = "flows.max",
         value_name = "N",
@@ -49,6 +54,55 @@ pub struct Cli {
         value_parser = clap::value_parser!(u32).range(1..=16_777_216)
     )]
     pub flows_max: u32,
+
+    /// Which ports a flow keeps. `server`: only the server's port, so all connections of
+    /// one client to one server port are one flow. `all`: both, one flow per connection.
+    #[arg(long = "flows.ports", value_enum, default_value_t = PortsMode::Server)]
+    pub ports: PortsMode,
+
+    /// Drop a flow, and end its series, after this long without traffic (e.g. 30s, 5m, 1h).
+    #[arg(
+        long = "flows.idle-timeout",
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = parse_idle_timeout
+    )]
+    pub idle_timeout: Duration,
+
+    /// How many open connections the kernel remembers the role (client or server) of.
+    /// Connections beyond it are counted with role "unknown" and both ports.
+    #[arg(
+        long = "sockets.max",
+        value_name = "N",
+        default_value_t = 262_144,
+        value_parser = clap::value_parser!(u32).range(1..=16_777_216)
+    )]
+    pub sockets_max: u32,
+
+    /// Count only flows whose peer address is in CIDR (repeatable, or comma-separated).
+    #[arg(long = "filter.cidr.include", value_name = "CIDR", value_delimiter = ',',
+          value_parser = parse_cidr)]
+    pub cidr_include: Vec<IpNet>,
+
+    /// Do not count flows whose peer address is in CIDR (repeatable, or comma-separated).
+    #[arg(long = "filter.cidr.exclude", value_name = "CIDR", value_delimiter = ',',
+          value_parser = parse_cidr)]
+    pub cidr_exclude: Vec<IpNet>,
+
+    /// Count only connections whose server port is PORT or in FIRST-LAST (repeatable, or
+    /// comma-separated).
+    #[arg(long = "filter.port.include", value_name = "PORTS", value_delimiter = ',')]
+    pub port_include: Vec<PortRange>,
+
+    /// Do not count connections whose server port is PORT or in FIRST-LAST (repeatable,
+    /// or comma-separated).
+    #[arg(long = "filter.port.exclude", value_name = "PORTS", value_delimiter = ',')]
+    pub port_exclude: Vec<PortRange>,
+
+    /// Whether to count flows with a loopback peer (127.0.0.0/8, ::1, or the local
+    /// address itself). Counted by default: it is real traffic on the node.
+    #[arg(long = "filter.loopback", value_enum, default_value_t = Loopback::Include)]
+    pub loopback: Loopback,
 
     /// Turn on the kernel's BPF run-time statistics while the exporter runs
     /// (BPF_ENABLE_STATS), for the tcp_flow_exporter_program_run* metrics. Costs
@@ -60,6 +114,20 @@ pub struct Cli {
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+}
+
+impl Cli {
+    /// The --flows.ports and --filter.* settings the kernel applies.
+    pub fn flow_filter(&self) -> FlowFilter {
+        FlowFilter {
+            ports: self.ports,
+            loopback: self.loopback,
+            cidr_include: self.cidr_include.clone(),
+            cidr_exclude: self.cidr_exclude.clone(),
+            port_include: self.port_include.clone(),
+            port_exclude: self.port_exclude.clone(),
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -130,6 +198,16 @@ fn parse_listen_address(text: &str) -> Result<ListenAddress, String> {
     })
 }
 
+fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?} ({e}); e.g. 30s, 5m, 1h"))?;
+    // Idle flows are looked for once a second, when the kernel tables drain.
+    if timeout < Duration::from_secs(1) {
+        return Err(format!("{text:?} is shorter than the minimum of 1s"));
+    }
+    Ok(timeout)
+}
+
 fn parse_telemetry_path(text: &str) -> Result<String, String> {
     if !text.starts_with('/') {
         return Err("must start with '/'".into());
@@ -168,6 +246,10 @@ mod tests {
         assert_eq!(cli.flows_max, 65536);
         assert_eq!(cli.log_level, LogLevel::Info);
         assert!(!cli.bpf_stats);
+        assert_eq!(cli.ports, PortsMode::Server);
+        assert_eq!(cli.idle_timeout, Duration::from_secs(300));
+        assert_eq!(cli.sockets_max, 262_144);
+        assert_eq!(cli.flow_filter(), FlowFilter::default());
     }
 
     #[test]
@@ -179,8 +261,32 @@ mod tests {
             "--flows.max=100000",
             "--log.level=debug",
             "--bpf.stats",
+            "--flows.ports=all",
+            "--flows.idle-timeout=90s",
+            "--sockets.max=1000",
+            "--filter.cidr.include=10.0.0.0/8,fd00::/8",
+            "--filter.cidr.include=192.0.2.1",
+            "--filter.cidr.exclude=10.9.0.0/16",
+            "--filter.port.include=443,8000-8100",
+            "--filter.port.exclude=22",
+            "--filter.loopback=exclude",
         ])
         .unwrap();
+        let filter = cli.flow_filter();
+        assert_eq!(filter.ports, PortsMode::All);
+        assert_eq!(filter.loopback, Loopback::Exclude);
+        assert_eq!(
+            filter.cidr_include.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            ["10.0.0.0/8", "fd00::/8", "192.0.2.1/32"]
+        );
+        assert_eq!(filter.cidr_exclude.len(), 1);
+        assert_eq!(
+            filter.port_include.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            ["443", "8000-8100"]
+        );
+        assert_eq!(filter.port_exclude[0].to_string(), "22");
+        assert_eq!(cli.idle_timeout, Duration::from_secs(90));
+        assert_eq!(cli.sockets_max, 1000);
         assert_eq!(
             cli.listen_address.candidates,
             vec!["127.0.0.1:9999".parse().unwrap()]
@@ -214,6 +320,15 @@ mod tests {
             &["--web.telemetry-path=/"],
             &["--log.level=loud"],
             &["--no-such-flag"],
+            &["--flows.ports=some"],
+            &["--flows.idle-timeout=500ms"],
+            &["--flows.idle-timeout=soon"],
+            &["--sockets.max=0"],
+            &["--filter.cidr.include=10.0.0.0/40"],
+            &["--filter.cidr.exclude=nope"],
+            &["--filter.port.include=0"],
+            &["--filter.port.exclude=9-1"],
+            &["--filter.loopback=maybe"],
         ] {
             let err = parse(args).expect_err(&format!("{args:?} must be rejected"));
             assert_ne!(err.kind(), ErrorKind::DisplayHelp, "{args:?}");
@@ -231,6 +346,14 @@ mod tests {
             "--flows.max",
             "--log.level",
             "--bpf.stats",
+            "--flows.ports",
+            "--flows.idle-timeout",
+            "--sockets.max",
+            "--filter.cidr.include",
+            "--filter.cidr.exclude",
+            "--filter.port.include",
+            "--filter.port.exclude",
+            "--filter.loopback",
         ] {
             assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
         }

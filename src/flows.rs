@@ -1,23 +1,50 @@
-//! A complete snapshot of the kernel's flow map, decoded into typed flows.
+//! Flows as the exporter shows them, and everything one scrape reports.
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use libbpf_rs::MapHandle;
-
-use crate::bpf::{FlowBytes, FlowKey, ProbeHealth};
-use crate::map_reader::{read_hash_map, read_percpu_slot};
+use crate::bpf::{FlowBytes, FlowKey, ROLE_CLIENT, ROLE_SERVER};
 
 const AF_INET: u16 = libc::AF_INET as u16;
 const AF_INET6: u16 = libc::AF_INET6 as u16;
 
+/// Which end of the connection the local socket is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The local socket connected.
+    Client,
+    /// The local socket was accepted from a listener.
+    Server,
+    /// The connection was set up before the exporter started.
+    Unknown,
+}
+
+impl Role {
+    pub fn from_raw(raw: u8) -> Role {
+        match raw {
+            ROLE_CLIENT => Role::Client,
+            ROLE_SERVER => Role::Server,
+            _ => Role::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
 /// One TCP flow seen from this node. `local` is this node's socket (the
-/// `src_*` labels), `remote` its peer (`dst_*`), whichever side connected.
+/// `src_*` labels), `remote` its peer (`dst_*`). Port 0 stands for "any
+/// port": the client's port under --flows.ports=server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Flow {
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    pub role: Role,
     /// Payload bytes the local application sent to the peer.
     pub sent: u64,
     /// Payload bytes the local application received from the peer.
@@ -32,18 +59,45 @@ impl Flow {
     }
 }
 
-/// Bytes counted while the flow map was full, summed over CPUs.
+/// The text of a port label: empty for an aggregated (0) port.
+pub fn port_label(port: u16) -> String {
+    if port == 0 {
+        String::new()
+    } else {
+        port.to_string()
+    }
+}
+
+/// Bytes that could not be given a flow of their own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Overflow {
     pub sent: u64,
     pub received: u64,
 }
 
-/// Everything one scrape reads from the kernel.
+impl Overflow {
+    pub fn add(&mut self, sent: u64, received: u64) {
+        self.sent = self.sent.wrapping_add(sent);
+        self.received = self.received.wrapping_add(received);
+    }
+}
+
+/// Everything one scrape reports.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub flows: Vec<Flow>,
-    pub overflow: Overflow,
+    /// Bytes that found the kernel's flow table full, summed over CPUs.
+    pub overflow_kernel: Overflow,
+    /// Bytes of new flows that arrived while --flows.max series existed.
+    pub overflow_series: Overflow,
+    /// Flows removed after --flows.idle-timeout without traffic, since start.
+    pub flows_expired: u64,
+    /// Entries the kernel flow table held when last drained.
+    pub table_entries: u64,
+    /// Sockets whose role the kernel remembers now.
+    pub sockets_tracked: u64,
+    /// Connections whose role could not be remembered (socket map full).
+    pub sockets_untracked: u64,
     /// Socket calls the probes saw only half of (kprobe backend), summed
     /// over CPUs: their bytes are not counted.
     pub missed_calls: u64,
@@ -54,54 +108,22 @@ pub struct Snapshot {
     pub programs: Vec<crate::program_stats::ProgramStats>,
     /// Whether the kernel is counting program runs and run time.
     pub bpf_stats_enabled: bool,
-    /// Time spent reading and decoding the maps.
+    /// Time spent draining the kernel tables and copying the flows.
     pub read_duration: Duration,
     /// CLOCK_MONOTONIC when the read finished, to age `last_seen_ns`.
     pub taken_at_ns: u64,
 }
 
-/// The maps a scrape reads.
-#[derive(Debug)]
-pub struct FlowMaps {
-    pub flows: MapHandle,
-    pub overflow: MapHandle,
-    pub health: MapHandle,
-    pub capacity: u32,
-}
-
-impl FlowMaps {
-    /// Reads every map completely.
-    pub fn snapshot(&self) -> io::Result<Snapshot> {
-        let started = Instant::now();
-        let entries = read_hash_map(&self.flows, self.capacity as usize)?;
-        let mut snapshot = Snapshot {
-            flows: Vec::with_capacity(entries.len()),
-            ..Snapshot::default()
-        };
-        for (key, value) in entries.iter() {
-            match decode(key, value) {
-                Some(flow) => snapshot.flows.push(flow),
-                None => snapshot.undecodable += 1,
-            }
-        }
-        for cpu in read_percpu_slot(&self.overflow, 0)? {
-            let bytes = value_from(&cpu);
-            snapshot.overflow.sent += bytes.sent;
-            snapshot.overflow.received += bytes.received;
-        }
-        for cpu in read_percpu_slot(&self.health, 0)? {
-            let mut health = ProbeHealth::default();
-            plain::copy_from_bytes(&mut health, &cpu)
-                .expect("value is sizeof(struct probe_health)");
-            snapshot.missed_calls += health.missed_calls;
-        }
-        snapshot.read_duration = started.elapsed();
-        snapshot.taken_at_ns = monotonic_now_ns();
-        Ok(snapshot)
+impl Snapshot {
+    /// Everything that has no flow of its own: the overflow flow's counters.
+    pub fn overflow(&self) -> Overflow {
+        let mut total = self.overflow_kernel;
+        total.add(self.overflow_series.sent, self.overflow_series.received);
+        total
     }
 }
 
-fn value_from(bytes: &[u8]) -> FlowBytes {
+pub fn value_from(bytes: &[u8]) -> FlowBytes {
     let mut value = FlowBytes::default();
     // The map's value size is the struct's size, checked when the probe loads.
     plain::copy_from_bytes(&mut value, bytes).expect("value is sizeof(struct flow_bytes)");
@@ -117,6 +139,7 @@ pub fn decode(key_bytes: &[u8], value_bytes: &[u8]) -> Option<Flow> {
     Some(Flow {
         local,
         remote,
+        role: Role::from_raw(key.role),
         sent: value.sent,
         received: value.received,
         last_seen_ns: value.last_seen_ns,
@@ -223,7 +246,8 @@ mod tests {
 
     #[test]
     fn decode_reads_counters() {
-        let k = key(AF_INET, &[127, 0, 0, 1], &[127, 0, 0, 1], (5000, 6000));
+        let mut k = key(AF_INET, &[127, 0, 0, 1], &[127, 0, 0, 1], (5000, 6000));
+        k.role = ROLE_SERVER;
         let v = FlowBytes {
             sent: 10,
             received: 1 << 40,
@@ -237,5 +261,7 @@ mod tests {
             (10, 1 << 40, 99)
         );
         assert_eq!(flow.total_bytes(), 10 + (1 << 40));
+        assert_eq!(flow.role, Role::Server);
+        assert_eq!((port_label(0), port_label(443)), (String::new(), "443".into()));
     }
 }

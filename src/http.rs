@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +20,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use crate::flows::{FlowMaps, Snapshot};
+use crate::collector::Collector;
+use crate::flows::Snapshot;
 use crate::metrics::{self, ExporterInfo, ScrapeStats};
 use crate::program_stats::{self, ProgramHandle};
 use crate::{negotiate, pages};
@@ -31,7 +32,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// What every request handler shares.
 #[derive(Debug)]
 pub struct AppState {
-    pub maps: FlowMaps,
+    /// Drained by scrapes and by the background loop ([`maintain`]).
+    pub collector: Mutex<Collector>,
     pub programs: Vec<ProgramHandle>,
     /// The exporter holds BPF_ENABLE_STATS (--bpf.stats).
     pub bpf_stats_held: bool,
@@ -136,13 +138,48 @@ async fn handle(
     Ok(response)
 }
 
-/// Reads the maps off the async runtime (a big map takes milliseconds of
-/// syscalls) and renders the snapshot with `render`.
+/// How often the kernel flow table is drained between scrapes. The table
+/// only has to hold the flows active within one interval, and idle flows
+/// expire with this granularity.
+pub const DRAIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Drains the kernel flow table and expires idle flows every
+/// [`DRAIN_INTERVAL`], off the async runtime: a drain waits for an RCU grace
+/// period and takes syscalls.
+pub async fn maintain(state: Arc<AppState>) {
+    let mut interval = tokio::time::interval(DRAIN_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let state = state.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let outcome = lock(&state.collector).maintain();
+            if let Err(e) = &outcome {
+                state.scrape_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "draining the kernel flow table failed");
+            }
+        })
+        .await;
+        if let Err(e) = result {
+            warn!(error = %e, "the drain task failed");
+        }
+    }
+}
+
+/// The collector, also after a panic elsewhere left its lock poisoned: its
+/// totals are plain numbers that stay consistent between statements.
+fn lock(collector: &Mutex<Collector>) -> std::sync::MutexGuard<'_, Collector> {
+    collector.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Drains and reads the maps off the async runtime (a drain waits for an RCU
+/// grace period, and a big table takes milliseconds of syscalls) and renders
+/// the snapshot with `render`.
 async fn with_snapshot<F>(state: Arc<AppState>, render: F) -> Response<Body>
 where
     F: FnOnce(&AppState, Arc<Snapshot>) -> Response<Body> + Send + 'static,
 {
-    let task = tokio::task::spawn_blocking(move || match state.maps.snapshot() {
+    let task = tokio::task::spawn_blocking(move || match lock(&state.collector).snapshot() {
         Ok(mut snapshot) => {
             snapshot.programs = program_stats::read(&state.programs);
             snapshot.bpf_stats_enabled = state.bpf_stats_held || program_stats::sysctl_enabled();

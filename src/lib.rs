@@ -1,12 +1,16 @@
 //! tcp-flow-exporter: exact per-flow TCP byte counters for Prometheus.
 //!
 //! The data flows through the modules in this order:
-//! kernel hook (`bpf/flow.bpf.c`, loaded by [`probe`]) → BPF map
-//! ([`map_reader`]) → snapshot ([`flows`]) → metric families ([`metrics`]) →
-//! HTTP ([`http`], [`negotiate`], [`pages`]).
+//! kernel hook (`bpf/flow.bpf.c`, configured by [`filter`], loaded by
+//! [`probe`]) → kernel flow tables, drained by [`collector`] with
+//! [`map_reader`] → running totals ([`flow_table`]) → snapshot ([`flows`]) →
+//! metric families ([`metrics`]) → HTTP ([`http`], [`negotiate`], [`pages`]).
 
 pub mod bpf;
 pub mod cli;
+pub mod collector;
+pub mod filter;
+pub mod flow_table;
 pub mod flows;
 pub mod http;
 pub mod kernel;

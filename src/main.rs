@@ -5,17 +5,18 @@ use std::io::{self, IsTerminal};
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 use tracing::info;
 
-use tcp_flow_exporter::bpf::FLOW_MAP;
 use tcp_flow_exporter::cli::{Cli, ListenAddress};
+use tcp_flow_exporter::collector::Collector;
+use tcp_flow_exporter::flow_table::FlowTable;
 use tcp_flow_exporter::http::{self, AppState};
 use tcp_flow_exporter::metrics::ExporterInfo;
-use tcp_flow_exporter::probe::Probe;
+use tcp_flow_exporter::probe::{Probe, ProbeConfig};
 use tcp_flow_exporter::{kernel, privileges, program_stats};
 
 fn main() -> ExitCode {
@@ -69,7 +70,12 @@ fn run(cli: Cli) -> Result<()> {
     // Bind before loading BPF, so a taken port fails fast and attaches nothing.
     let listener = bind(&cli.listen_address)?;
 
-    let probe = Probe::attach(cli.probe, cli.flows_max)?;
+    let config = ProbeConfig {
+        flows_max: cli.flows_max,
+        sockets_max: cli.sockets_max,
+        filter: cli.flow_filter(),
+    };
+    let probe = Probe::attach(cli.probe, &config)?;
     info!(backend = probe.backend().name(), "counting TCP bytes");
     // Held until exit: statistics stay on only while this fd is open.
     let bpf_stats = cli
@@ -77,15 +83,20 @@ fn run(cli: Cli) -> Result<()> {
         .then(program_stats::enable)
         .transpose()
         .context("cannot turn on BPF statistics (--bpf.stats needs Linux 5.8+)")?;
+    let table = FlowTable::new(
+        cli.flows_max as usize,
+        cli.idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
+    );
+    let maps = probe.flow_maps().context("opening the BPF maps")?;
     let state = Arc::new(AppState {
-        maps: probe.flow_maps().context("opening the BPF maps")?,
+        collector: Mutex::new(Collector::new(maps, table).context("starting the flow table")?),
         programs: probe.program_handles().context("keeping program handles")?,
         bpf_stats_held: bpf_stats.is_some(),
         info: ExporterInfo {
             version: env!("CARGO_PKG_VERSION"),
             backend: probe.backend().name(),
-            map_name: FLOW_MAP,
-            map_capacity: cli.flows_max,
+            flows_max: cli.flows_max,
+            sockets_max: cli.sockets_max,
         },
         telemetry_path: cli.telemetry_path.clone(),
         scrape_errors: AtomicU64::new(0),
@@ -98,7 +109,9 @@ fn run(cli: Cli) -> Result<()> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         info!(address = %listener.local_addr()?, path = %cli.telemetry_path, "serving metrics");
+        let maintenance = tokio::spawn(http::maintain(state.clone()));
         http::serve(listener, state, shutdown_signal()?).await;
+        maintenance.abort();
         Ok::<_, io::Error>(())
     })?;
 

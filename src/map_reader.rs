@@ -1,4 +1,5 @@
-//! Reads a whole BPF hash map with BPF_MAP_LOOKUP_BATCH.
+//! Reads a whole BPF hash map with BPF_MAP_LOOKUP_BATCH, or reads and
+//! empties it with BPF_MAP_LOOKUP_AND_DELETE_BATCH.
 //!
 //! libbpf-rs 0.27's `lookup_batch` stops at the first short batch and so
 //! silently returns only part of a big hash map (65,535 of 100,000 entries in
@@ -42,6 +43,17 @@ impl MapEntries {
 
 /// Reads every entry of a (non per-CPU) hash map.
 pub fn read_hash_map(map: &MapHandle, size_hint: usize) -> io::Result<MapEntries> {
+    walk_hash_map(map, size_hint, false)
+}
+
+/// Reads and deletes every entry of a (non per-CPU) hash map. Only exact
+/// while nothing else writes to the map: a concurrent update may land in a
+/// bucket already walked and stay behind.
+pub fn take_hash_map(map: &MapHandle, size_hint: usize) -> io::Result<MapEntries> {
+    walk_hash_map(map, size_hint, true)
+}
+
+fn walk_hash_map(map: &MapHandle, size_hint: usize, delete: bool) -> io::Result<MapEntries> {
     let key_size = map.key_size() as usize;
     let value_size = map.value_size() as usize;
     let mut out = MapEntries {
@@ -68,12 +80,17 @@ pub fn read_hash_map(map: &MapHandle, size_hint: usize) -> io::Result<MapEntries
         out.keys.resize((have + want as usize) * key_size, 0);
         out.values.resize((have + want as usize) * value_size, 0);
         let mut count = want;
+        let batch = if delete {
+            libbpf_sys::bpf_map_lookup_and_delete_batch
+        } else {
+            libbpf_sys::bpf_map_lookup_batch
+        };
         // SAFETY: the key and value buffers have room for `count` more entries
         // past `have`; the cursors are `cursor_size` bytes, at least what the
         // kernel writes; `opts` is a valid, sized options struct. libbpf reads
         // `in_batch` only when it is non-null.
         let ret = unsafe {
-            libbpf_sys::bpf_map_lookup_batch(
+            batch(
                 map.as_fd().as_raw_fd(),
                 if first {
                     std::ptr::null_mut()
@@ -97,6 +114,7 @@ pub fn read_hash_map(map: &MapHandle, size_hint: usize) -> io::Result<MapEntries
             }
             libc::ENOENT => return Ok(out),
             // One bucket does not fit into `want` entries: retry it, bigger.
+            // The kernel deleted nothing of it.
             libc::ENOSPC if count == 0 => want = want.saturating_mul(2),
             errno => return Err(io::Error::from_raw_os_error(errno)),
         }

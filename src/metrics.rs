@@ -1,9 +1,9 @@
 //! Turns one snapshot into metric families, in the exposition format the
 //! scraper asked for.
 //!
-//! Flow counters are the kernel's own u64 totals, emitted as they are at
-//! scrape time (a const-counter collector). Nothing is accumulated here with
-//! `inc_by`, so a counter can never drift from the kernel's value.
+//! Flow counters are the flow table's u64 totals, emitted as they are at
+//! scrape time (a const-counter collector): the table is the only place that
+//! accumulates, so the output can never drift from it.
 
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::flows::{Flow, Snapshot};
+use crate::flows::{port_label, Flow, Snapshot};
 
 /// The exposition formats /metrics negotiates between.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -41,8 +41,10 @@ impl Format {
 pub struct ExporterInfo {
     pub version: &'static str,
     pub backend: &'static str,
-    pub map_name: &'static str,
-    pub map_capacity: u32,
+    /// --flows.max: flow series limit and kernel flow table capacity.
+    pub flows_max: u32,
+    /// --sockets.max: capacity of the socket role map.
+    pub sockets_max: u32,
 }
 
 /// Self-metrics kept across scrapes.
@@ -84,13 +86,14 @@ type NoExemplar = Exemplar<NoLabelSet, u64>;
 impl Collector for ScrapeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let snap = &self.snapshot;
+        let overflow = snap.overflow();
         flow_counter(
             &mut encoder,
             "tcp_flow_sent",
             "TCP payload bytes the local socket (src) sent to its peer (dst).",
             snap,
             |f| f.sent,
-            snap.overflow.sent,
+            overflow.sent,
         )?;
         flow_counter(
             &mut encoder,
@@ -98,14 +101,14 @@ impl Collector for ScrapeCollector {
             "TCP payload bytes the local socket (src) received from its peer (dst).",
             snap,
             |f| f.received,
-            snap.overflow.received,
+            overflow.received,
         )?;
         crate::self_metrics::encode(&mut encoder, &self.snapshot, &self.info, self.stats)
     }
 }
 
 /// One counter family over every flow, plus the overflow flow: the bytes
-/// that found the kernel map full, so that sums over all series stay exact.
+/// that found no room, so that sums over all series stay exact.
 fn flow_counter(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -126,13 +129,16 @@ fn flow_counter(
         .encode_counter::<NoLabelSet, _, u64>(&overflow, None::<&NoExemplar>)
 }
 
-/// The label value that marks the overflow flow, in place of both IPs.
+/// The label value that marks the overflow flow, in place of both IPs and
+/// the role.
 pub const OVERFLOW_MARKER: &str = "overflow";
 
-/// `src_*` is the local socket, `dst_*` the peer, whoever connected.
+/// `src_*` is the local socket, `dst_*` the peer; `role` says which of them
+/// connected. An aggregated port (the client's, under --flows.ports=server)
+/// is empty, which Prometheus stores as no label at all.
 enum FlowLabels<'a> {
     Flow(&'a Flow),
-    /// `src_ip="overflow",src_port="0",dst_ip="overflow",dst_port="0"`.
+    /// `src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow"`.
     Overflow,
 }
 
@@ -141,15 +147,17 @@ impl EncodeLabelSet for FlowLabels<'_> {
         match self {
             FlowLabels::Flow(flow) => {
                 label(encoder, "src_ip", flow.local.ip())?;
-                label(encoder, "src_port", flow.local.port())?;
+                label(encoder, "src_port", port_label(flow.local.port()))?;
                 label(encoder, "dst_ip", flow.remote.ip())?;
-                label(encoder, "dst_port", flow.remote.port())
+                label(encoder, "dst_port", port_label(flow.remote.port()))?;
+                label(encoder, "role", flow.role.as_str())
             }
             FlowLabels::Overflow => {
                 label(encoder, "src_ip", OVERFLOW_MARKER)?;
-                label(encoder, "src_port", 0)?;
+                label(encoder, "src_port", "")?;
                 label(encoder, "dst_ip", OVERFLOW_MARKER)?;
-                label(encoder, "dst_port", 0)
+                label(encoder, "dst_port", "")?;
+                label(encoder, "role", OVERFLOW_MARKER)
             }
         }
     }
@@ -167,7 +175,7 @@ fn label(encoder: &mut LabelSetEncoder, key: &str, value: impl fmt::Display) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::Overflow;
+    use crate::flows::{Overflow, Role};
     use crate::program_stats::ProgramStats;
     use std::time::Duration;
 
@@ -175,8 +183,9 @@ mod tests {
         Arc::new(Snapshot {
             flows: vec![
                 Flow {
-                    local: "127.0.0.1:40000".parse().unwrap(),
+                    local: "127.0.0.1:0".parse().unwrap(),
                     remote: "127.0.0.1:8080".parse().unwrap(),
+                    role: Role::Client,
                     sent: 1234,
                     received: 0,
                     last_seen_ns: 1,
@@ -184,15 +193,24 @@ mod tests {
                 Flow {
                     local: "[::1]:8080".parse().unwrap(),
                     remote: "[::1]:40001".parse().unwrap(),
+                    role: Role::Unknown,
                     sent: 0,
                     received: 18_446_744_073_709_551_615,
                     last_seen_ns: 2,
                 },
             ],
-            overflow: Overflow {
+            overflow_kernel: Overflow {
                 sent: 7,
                 received: 9,
             },
+            overflow_series: Overflow {
+                sent: 100,
+                received: 0,
+            },
+            flows_expired: 12,
+            table_entries: 2,
+            sockets_tracked: 5,
+            sockets_untracked: 1,
             missed_calls: 4,
             programs: vec![ProgramStats {
                 name: "tp_sock_send_length",
@@ -211,8 +229,8 @@ mod tests {
         ExporterInfo {
             version: "1.2.3",
             backend: "tracepoint",
-            map_name: "tcp_flow_bytes",
-            map_capacity: 65536,
+            flows_max: 65536,
+            sockets_max: 1024,
         }
     }
 
@@ -221,16 +239,24 @@ mod tests {
         let out = encode(snapshot(), &info(), ScrapeStats { errors: 2 }, Format::Text).unwrap();
         for line in [
             "# TYPE tcp_flow_sent_bytes_total counter",
-            r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="40000",dst_ip="127.0.0.1",dst_port="8080"} 1234"#,
-            r#"tcp_flow_received_bytes_total{src_ip="::1",src_port="8080",dst_ip="::1",dst_port="40001"} 18446744073709551615"#,
-            r#"tcp_flow_sent_bytes_total{src_ip="overflow",src_port="0",dst_ip="overflow",dst_port="0"} 7"#,
-            r#"tcp_flow_received_bytes_total{src_ip="overflow",src_port="0",dst_ip="overflow",dst_port="0"} 9"#,
-            r#"tcp_flow_exporter_map_fill_ratio{map="tcp_flow_bytes"} 0.000030517578125"#,
+            r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="",dst_ip="127.0.0.1",dst_port="8080",role="client"} 1234"#,
+            r#"tcp_flow_received_bytes_total{src_ip="::1",src_port="8080",dst_ip="::1",dst_port="40001",role="unknown"} 18446744073709551615"#,
+            r#"tcp_flow_sent_bytes_total{src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow"} 107"#,
+            r#"tcp_flow_received_bytes_total{src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow"} 9"#,
+            r#"tcp_flow_exporter_map_fill_ratio{map="flows"} 0.000030517578125"#,
             r#"tcp_flow_exporter_build_info{version="1.2.3",backend="tracepoint"} 1"#,
-            r#"tcp_flow_exporter_map_entries{map="tcp_flow_bytes"} 2"#,
-            r#"tcp_flow_exporter_map_capacity{map="tcp_flow_bytes"} 65536"#,
-            r#"tcp_flow_exporter_overflow_bytes_total{direction="sent"} 7"#,
-            r#"tcp_flow_exporter_overflow_bytes_total{direction="received"} 9"#,
+            r#"tcp_flow_exporter_map_entries{map="flows"} 2"#,
+            r#"tcp_flow_exporter_map_capacity{map="flows"} 65536"#,
+            r#"tcp_flow_exporter_map_entries{map="socket_roles"} 5"#,
+            r#"tcp_flow_exporter_map_capacity{map="socket_roles"} 1024"#,
+            r#"tcp_flow_exporter_overflow_bytes_total{direction="sent",reason="flow_table_full"} 7"#,
+            r#"tcp_flow_exporter_overflow_bytes_total{direction="received",reason="flow_table_full"} 9"#,
+            r#"tcp_flow_exporter_overflow_bytes_total{direction="sent",reason="series_limit"} 100"#,
+            r#"tcp_flow_exporter_overflow_bytes_total{direction="received",reason="series_limit"} 0"#,
+            "tcp_flow_exporter_flow_series 2",
+            "tcp_flow_exporter_flow_series_limit 65536",
+            "tcp_flow_exporter_flows_expired_total 12",
+            "tcp_flow_exporter_sockets_untracked_total 1",
             "tcp_flow_exporter_scrape_errors_total 2",
             "tcp_flow_exporter_missed_calls_total 4",
             "tcp_flow_exporter_bpf_stats_enabled 1",
@@ -259,6 +285,6 @@ mod tests {
             out.contains("# TYPE tcp_flow_sent_bytes counter\n# UNIT tcp_flow_sent_bytes bytes\n"),
             "{out}"
         );
-        assert!(out.contains(r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="40000",dst_ip="127.0.0.1",dst_port="8080"} 1234"#), "{out}");
+        assert!(out.contains(r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="",dst_ip="127.0.0.1",dst_port="8080",role="client"} 1234"#), "{out}");
     }
 }

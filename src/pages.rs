@@ -28,9 +28,12 @@ struct OverflowView {
 #[derive(Serialize)]
 struct FlowView {
     src_ip: String,
-    src_port: u16,
+    /// null for the client's port under --flows.ports=server.
+    src_port: Option<u16>,
     dst_ip: String,
-    dst_port: u16,
+    dst_port: Option<u16>,
+    /// Which end the local socket is: client, server or unknown.
+    role: &'static str,
     sent_bytes: u64,
     received_bytes: u64,
     /// Wall-clock time of the latest counted send or receive, Unix milliseconds.
@@ -64,16 +67,17 @@ pub fn flows_json(snapshot: &Snapshot, backend: &str, limit: Option<usize>) -> S
         backend,
         total_flows: snapshot.flows.len(),
         overflow: OverflowView {
-            sent_bytes: snapshot.overflow.sent,
-            received_bytes: snapshot.overflow.received,
+            sent_bytes: snapshot.overflow().sent,
+            received_bytes: snapshot.overflow().received,
         },
         flows: busiest(snapshot, limit.unwrap_or(usize::MAX))
             .into_iter()
             .map(|f| FlowView {
                 src_ip: f.local.ip().to_string(),
-                src_port: f.local.port(),
+                src_port: (f.local.port() != 0).then_some(f.local.port()),
                 dst_ip: f.remote.ip().to_string(),
-                dst_port: f.remote.port(),
+                dst_port: (f.remote.port() != 0).then_some(f.remote.port()),
+                role: f.role.as_str(),
                 sent_bytes: f.sent,
                 received_bytes: f.received,
                 last_activity_unix_ms: wall_clock_ms(snapshot, f.last_seen_ns),
@@ -89,11 +93,12 @@ pub fn landing_html(snapshot: &Snapshot, backend: &str, telemetry_path: &str) ->
     for f in busiest(snapshot, LANDING_TOP) {
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
             f.local.ip(),
-            f.local.port(),
+            any_port(f.local.port()),
             f.remote.ip(),
-            f.remote.port(),
+            any_port(f.remote.port()),
+            f.role.as_str(),
             f.sent,
             f.received
         );
@@ -108,7 +113,7 @@ td,th{{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left}}.n{{tex
 <h1>tcp-flow-exporter</h1>
 <p>Backend: <b>{backend}</b> &middot; {total} flows &middot; <a href="{metrics}">{metrics}</a> &middot; <a href="/api/flows">/api/flows</a> &middot; <a href="/healthz">/healthz</a></p>
 <h2>Top flows by bytes</h2>
-<table><thead><tr><th>src ip (local)</th><th>src port</th><th>dst ip (peer)</th><th>dst port</th><th class=n>sent bytes</th><th class=n>received bytes</th></tr></thead>
+<table><thead><tr><th>src ip (local)</th><th>src port</th><th>dst ip (peer)</th><th>dst port</th><th>role (local)</th><th class=n>sent bytes</th><th class=n>received bytes</th></tr></thead>
 <tbody>{rows}</tbody></table>
 </body></html>
 "#,
@@ -117,6 +122,15 @@ td,th{{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left}}.n{{tex
         metrics = html_escape(telemetry_path),
         rows = rows,
     )
+}
+
+/// An aggregated port (the client's, under --flows.ports=server) shows as `*`.
+fn any_port(port: u16) -> String {
+    if port == 0 {
+        "*".into()
+    } else {
+        port.to_string()
+    }
 }
 
 fn html_escape(text: &str) -> String {
@@ -129,11 +143,13 @@ fn html_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flows::Role;
 
     fn flow(port: u16, sent: u64) -> Flow {
         Flow {
             local: format!("127.0.0.1:{port}").parse().unwrap(),
             remote: "[::1]:80".parse().unwrap(),
+            role: Role::Client,
             sent,
             received: 1,
             last_seen_ns: 0,
@@ -142,7 +158,7 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         Snapshot {
-            flows: vec![flow(1, 10), flow(2, 30), flow(3, 20)],
+            flows: vec![flow(1, 10), flow(2, 30), flow(3, 20), flow(0, 5)],
             ..Snapshot::default()
         }
     }
@@ -152,7 +168,7 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(&flows_json(&snapshot(), "fentry", Some(2))).unwrap();
         assert_eq!(json["backend"], "fentry");
-        assert_eq!(json["total_flows"], 3);
+        assert_eq!(json["total_flows"], 4);
         let ports: Vec<u64> = json["flows"]
             .as_array()
             .unwrap()
@@ -162,6 +178,10 @@ mod tests {
         assert_eq!(ports, [2, 3]);
         assert_eq!(json["flows"][0]["sent_bytes"], 30);
         assert_eq!(json["flows"][0]["dst_ip"], "::1");
+        assert_eq!(json["flows"][0]["role"], "client");
+        let all: serde_json::Value =
+            serde_json::from_str(&flows_json(&snapshot(), "fentry", None)).unwrap();
+        assert_eq!(all["flows"][3]["src_port"], serde_json::Value::Null);
     }
 
     #[test]
@@ -170,7 +190,8 @@ mod tests {
         assert!(html.contains(r#"<a href="/metrics">"#));
         assert!(html.contains(r#"<a href="/api/flows">"#));
         assert!(
-            html.contains("<td>127.0.0.1</td><td>2</td><td>::1</td><td>80</td><td class=n>30</td>")
+            html.contains("<td>127.0.0.1</td><td>2</td><td>::1</td><td>80</td><td>client</td><td class=n>30</td>")
         );
+        assert!(html.contains("<td>127.0.0.1</td><td>*</td>"), "{html}");
     }
 }

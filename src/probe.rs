@@ -14,7 +14,8 @@ use tracing::{debug, info, warn};
 
 use crate::bpf::{FlowBytes, FlowKey, FlowSkel, FlowSkelBuilder};
 use crate::cli::ProbeChoice;
-use crate::flows::FlowMaps;
+use crate::collector::FlowMaps;
+use crate::filter::{cidr_key, FlowFilter};
 use crate::kernel::KernelFeatures;
 use crate::program_stats::ProgramHandle;
 
@@ -88,6 +89,30 @@ impl Backend {
     }
 }
 
+/// Attached with every backend: they learn each connection's role.
+/// tp_btf needs no trampoline, so they attach wherever kernel BTF exists.
+const ROLE_PROGRAMS: [&str; 2] = ["tp_inet_sock_set_state", "tp_tcp_destroy_sock"];
+
+/// What the loaded object counts and how much room it has.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// max_entries of each kernel flow table (--flows.max).
+    pub flows_max: u32,
+    /// max_entries of the socket role map (--sockets.max).
+    pub sockets_max: u32,
+    pub filter: FlowFilter,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            flows_max: 65536,
+            sockets_max: 262_144,
+            filter: FlowFilter::default(),
+        }
+    }
+}
+
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -141,7 +166,7 @@ impl fmt::Debug for Probe {
 impl Probe {
     /// Loads and attaches the chosen backend, or under `auto` the cheapest one
     /// that works, logging why each cheaper one was passed over.
-    pub fn attach(choice: ProbeChoice, flows_max: u32) -> Result<Probe, ProbeError> {
+    pub fn attach(choice: ProbeChoice, config: &ProbeConfig) -> Result<Probe, ProbeError> {
         let features = KernelFeatures::detect().map_err(ProbeError::Btf)?;
         debug!(?features, "kernel features");
         let explicit = match choice {
@@ -151,11 +176,11 @@ impl Probe {
             ProbeChoice::Kprobe => Some(Backend::Kprobe),
         };
         if let Some(backend) = explicit {
-            return Self::try_backend(backend, &features, flows_max);
+            return Self::try_backend(backend, &features, config);
         }
         let mut reasons = Vec::new();
         for backend in Backend::BY_COST {
-            match Self::try_backend(backend, &features, flows_max) {
+            match Self::try_backend(backend, &features, config) {
                 Ok(probe) => return Ok(probe),
                 Err(e) => {
                     warn!(backend = backend.name(), error = %e, "backend unusable, trying the next");
@@ -168,26 +193,27 @@ impl Probe {
 
     /// Creates the maps without loading any program: for tests and
     /// benchmarks that plant flows from user space.
-    pub fn maps_only(flows_max: u32) -> Result<Probe, ProbeError> {
-        Self::load(Backend::Tracepoint, &[], flows_max)
+    pub fn maps_only(config: &ProbeConfig) -> Result<Probe, ProbeError> {
+        Self::load(Backend::Tracepoint, &[], config)
     }
 
     /// Loads and attaches `backend`'s programs.
     pub fn try_backend(
         backend: Backend,
         features: &KernelFeatures,
-        flows_max: u32,
+        config: &ProbeConfig,
     ) -> Result<Probe, ProbeError> {
-        let wanted = backend
+        let mut wanted = backend
             .programs(features)
             .map_err(|reason| ProbeError::Unsupported { backend, reason })?;
-        Self::load(backend, &wanted, flows_max)
+        wanted.extend(ROLE_PROGRAMS);
+        Self::load(backend, &wanted, config)
     }
 
     fn load(
         backend: Backend,
         wanted: &[&'static str],
-        flows_max: u32,
+        config: &ProbeConfig,
     ) -> Result<Probe, ProbeError> {
         let libbpf = |step: &str| {
             let step = step.to_owned();
@@ -206,10 +232,29 @@ impl Probe {
         let mut open = FlowSkelBuilder::default()
             .open(storage)
             .map_err(libbpf("open the BPF object"))?;
+        let filter = &config.filter;
+        for table in [&mut open.maps.flows_even, &mut open.maps.flows_odd] {
+            table
+                .set_max_entries(config.flows_max)
+                .map_err(libbpf("size the flow tables"))?;
+        }
         open.maps
-            .tcp_flow_bytes
-            .set_max_entries(flows_max)
-            .map_err(libbpf("size the flow map"))?;
+            .socket_roles
+            .set_max_entries(config.sockets_max)
+            .map_err(libbpf("size the socket map"))?;
+        for (trie, nets) in [
+            (&mut open.maps.cidr_include, &filter.cidr_include),
+            (&mut open.maps.cidr_exclude, &filter.cidr_exclude),
+        ] {
+            trie.set_max_entries(nets.len().max(1) as u32)
+                .map_err(libbpf("size the CIDR filters"))?;
+        }
+        filter.write_rodata(
+            open.maps
+                .rodata_data
+                .as_deref_mut()
+                .expect("the object has read-only data"),
+        );
         if backend != Backend::Kprobe {
             // Only the kprobe backend carries sockets from entry to return.
             open.maps
@@ -223,6 +268,18 @@ impl Probe {
         }
         let skel = open.load().map_err(libbpf("load"))?;
         check_shared_layout(&skel).map_err(|reason| ProbeError::Unsupported { backend, reason })?;
+        for (trie, nets) in [
+            (&skel.maps.cidr_include, &filter.cidr_include),
+            (&skel.maps.cidr_exclude, &filter.cidr_exclude),
+        ] {
+            for net in nets {
+                let key = cidr_key(net);
+                // SAFETY: a Plain struct viewed as its bytes.
+                let key = unsafe { plain::as_bytes(&key) };
+                trie.update(key, &[1], libbpf_rs::MapFlags::ANY)
+                    .map_err(libbpf(&format!("add {net} to the CIDR filter")))?;
+            }
+        }
 
         let mut programs = Vec::with_capacity(wanted.len());
         for prog in skel.object().progs_mut() {
@@ -246,11 +303,12 @@ impl Probe {
                 _link: link,
             });
         }
-        let capacity = skel.maps.tcp_flow_bytes.max_entries();
+        let capacity = skel.maps.flows_even.max_entries();
         info!(
             backend = backend.name(),
             programs = ?programs.iter().map(|p| format!("{}(id {})", p.name, p.id)).collect::<Vec<_>>(),
             flows_max = capacity,
+            sockets_max = config.sockets_max,
             "BPF programs loaded"
         );
         Ok(Probe {
@@ -282,11 +340,16 @@ impl Probe {
             .collect()
     }
 
-    /// Handles on the maps a scrape reads; they stay valid after the probe is
-    /// dropped, but the programs no longer write to them then.
+    /// Handles on the maps the exporter reads; they stay valid after the
+    /// probe is dropped, but the programs no longer write to them then.
     pub fn flow_maps(&self) -> Result<FlowMaps, libbpf_rs::Error> {
+        let maps = &self.skel.maps;
         Ok(FlowMaps {
-            flows: MapHandle::try_from(&self.skel.maps.tcp_flow_bytes)?,
+            active: MapHandle::try_from(&maps.active_flows)?,
+            tables: [
+                MapHandle::try_from(&maps.flows_even)?,
+                MapHandle::try_from(&maps.flows_odd)?,
+            ],
             overflow: MapHandle::try_from(&self.skel.maps.flow_overflow)?,
             health: MapHandle::try_from(&self.skel.maps.probe_health)?,
             capacity: self.capacity,
@@ -324,7 +387,7 @@ fn hint(backend: Backend, error: &libbpf_rs::Error) -> &'static str {
 /// The skeleton's Rust types come from the same header as the C structs, but
 /// the map is what the kernel really created; refuse to misread it.
 fn check_shared_layout(skel: &FlowSkel<'_>) -> Result<(), String> {
-    let map = &skel.maps.tcp_flow_bytes;
+    let map = &skel.maps.flows_even;
     let (key, value) = (map.key_size() as usize, map.value_size() as usize);
     if key != std::mem::size_of::<FlowKey>() || value != std::mem::size_of::<FlowBytes>() {
         return Err(format!(

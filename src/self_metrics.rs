@@ -32,46 +32,93 @@ pub(crate) fn encode(
         )?
         .encode_info(&[("version", info.version), ("backend", info.backend)])?;
 
-    let map = [("map", info.map_name)];
-    let entries = snap.flows.len() as u64 + snap.undecodable;
-    gauge(
-        encoder,
-        "tcp_flow_exporter_map_entries",
-        "Entries in the BPF map at this scrape.",
-        &map,
-        entries,
-    )?;
-    gauge(
-        encoder,
-        "tcp_flow_exporter_map_capacity",
-        "Capacity (max_entries) of the BPF map, from --flows.max.",
-        &map,
-        u64::from(info.map_capacity),
-    )?;
+    for (map, entries, capacity, help) in [
+        (
+            "flows",
+            snap.table_entries,
+            info.flows_max,
+            "the kernel flow table the probes write between drains (once a second and at \
+             every scrape); at 1, new flows go to the overflow flow",
+        ),
+        (
+            "socket_roles",
+            snap.sockets_tracked,
+            info.sockets_max,
+            "the kernel map of connection roles; at 1, new connections get role unknown",
+        ),
+    ] {
+        let labels = [("map", map)];
+        gauge(
+            encoder,
+            "tcp_flow_exporter_map_entries",
+            &format!("Entries in {help}."),
+            &labels,
+            entries,
+        )?;
+        gauge(
+            encoder,
+            "tcp_flow_exporter_map_capacity",
+            "Capacity (max_entries) of the BPF map, from --flows.max or --sockets.max.",
+            &labels,
+            u64::from(capacity),
+        )?;
+        encoder
+            .encode_descriptor(
+                "tcp_flow_exporter_map_fill_ratio",
+                "Entries over capacity of the BPF map.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_family(&labels)?
+            .encode_gauge(&(entries as f64 / f64::from(capacity.max(1))))?;
+    }
     encoder
         .encode_descriptor(
-            "tcp_flow_exporter_map_fill_ratio",
-            "Entries over capacity of the BPF map; at 1 new flows go to the overflow flow.",
+            "tcp_flow_exporter_flow_series",
+            "Flows exported now, one series per counter family each.",
             None,
             MetricType::Gauge,
         )?
-        .encode_family(&map)?
-        .encode_gauge(&(entries as f64 / f64::from(info.map_capacity.max(1))))?;
+        .encode_gauge(&(snap.flows.len() as u64))?;
+    encoder
+        .encode_descriptor(
+            "tcp_flow_exporter_flow_series_limit",
+            "Most flows exported at once (--flows.max); bytes of further flows go to the overflow flow.",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&u64::from(info.flows_max))?;
+    counter(
+        encoder,
+        "tcp_flow_exporter_flows_expired",
+        "Flows dropped after --flows.idle-timeout without traffic; their series ended.",
+        snap.flows_expired,
+    )?;
 
     let mut overflow = encoder.encode_descriptor(
         "tcp_flow_exporter_overflow",
-        "Payload bytes counted while the flow map was full, so not attributed to a flow.",
+        "Payload bytes without a flow of their own, counted in the overflow flow instead: \
+         the kernel flow table was full, or --flows.max flows were already exported.",
         Some(&Unit::Bytes),
         MetricType::Counter,
     )?;
-    for (direction, bytes) in [
-        ("sent", snap.overflow.sent),
-        ("received", snap.overflow.received),
+    for (reason, bytes) in [
+        ("flow_table_full", snap.overflow_kernel),
+        ("series_limit", snap.overflow_series),
     ] {
-        overflow
-            .encode_family(&[("direction", direction)])?
-            .encode_counter::<NoLabelSet, _, u64>(&bytes, None::<&NoExemplar>)?;
+        for (direction, value) in [("sent", bytes.sent), ("received", bytes.received)] {
+            overflow
+                .encode_family(&[("direction", direction), ("reason", reason)])?
+                .encode_counter::<NoLabelSet, _, u64>(&value, None::<&NoExemplar>)?;
+        }
     }
+    counter(
+        encoder,
+        "tcp_flow_exporter_sockets_untracked",
+        "Connections whose role was not remembered because the socket map was full \
+         (--sockets.max); their flows have role unknown and keep both ports.",
+        snap.sockets_untracked,
+    )?;
 
     encoder
             .encode_descriptor(
@@ -82,18 +129,16 @@ pub(crate) fn encode(
                 MetricType::Counter,
             )?
             .encode_counter::<NoLabelSet, _, u64>(&snap.missed_calls, None::<&NoExemplar>)?;
-    encoder
-        .encode_descriptor(
-            "tcp_flow_exporter_undecodable_entries",
-            "Flow map entries with an unknown address family, skipped (a bug if not 0).",
-            None,
-            MetricType::Gauge,
-        )?
-        .encode_gauge(&snap.undecodable)?;
+    counter(
+        encoder,
+        "tcp_flow_exporter_undecodable_entries",
+        "Kernel flow entries with an unknown address family, skipped (a bug if not 0).",
+        snap.undecodable,
+    )?;
     encoder
         .encode_descriptor(
             "tcp_flow_exporter_scrape_errors",
-            "Scrapes that failed to read the BPF maps since start.",
+            "Failed reads of the BPF maps since start, by scrapes or by the background drain.",
             None,
             MetricType::Counter,
         )?
@@ -101,7 +146,7 @@ pub(crate) fn encode(
     encoder
         .encode_descriptor(
             "tcp_flow_exporter_scrape_duration",
-            "Time this scrape spent reading and decoding the BPF maps.",
+            "Time this scrape spent draining the kernel flow table and copying the flows.",
             Some(&Unit::Seconds),
             MetricType::Gauge,
         )?
@@ -173,6 +218,12 @@ fn program_counter<V: EncodeCounterValue + EncodeExemplarValue>(
             .encode_counter::<NoLabelSet, _, V>(&value(p), None::<&Exemplar<NoLabelSet, V>>)?;
     }
     Ok(())
+}
+
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&value, None::<&NoExemplar>)
 }
 
 fn gauge(

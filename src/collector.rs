@@ -1,0 +1,154 @@
+//! Moves the kernel's per-flow byte deltas into the exporter's totals.
+//!
+//! The probes write into one of two kernel tables, chosen by the one slot of
+//! `active_flows`. A drain points that slot at the other table; the kernel
+//! returns from that update only after every BPF program that could still
+//! hold the old table has finished (synchronize_rcu() in
+//! maybe_wait_bpf_programs(), on every kernel from 5.10 to 6.18). The old
+//! table is then read and emptied with nothing writing to it, so no byte is
+//! lost or counted twice, and the kernel never deletes an entry a probe is
+//! adding to.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Instant;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::bpf::ProbeHealth;
+use crate::flow_table::FlowTable;
+use crate::flows::{monotonic_now_ns, value_from, Overflow, Snapshot};
+use crate::map_reader::{read_percpu_slot, take_hash_map};
+
+/// The maps the exporter reads.
+#[derive(Debug)]
+pub struct FlowMaps {
+    /// ARRAY_OF_MAPS with one slot: the table the probes write.
+    pub active: MapHandle,
+    /// The two flow tables, `flows_even` and `flows_odd`.
+    pub tables: [MapHandle; 2],
+    pub overflow: MapHandle,
+    pub health: MapHandle,
+    /// max_entries of each flow table.
+    pub capacity: u32,
+}
+
+/// Kernel counters that only grow, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default)]
+struct Health {
+    overflow: Overflow,
+    missed_calls: u64,
+    sockets_untracked: u64,
+    sockets_tracked: u64,
+}
+
+#[derive(Debug)]
+pub struct Collector {
+    maps: FlowMaps,
+    /// Index into `maps.tables` of the table the probes write.
+    writing: usize,
+    table: FlowTable,
+    /// Entries the last drained kernel table held.
+    last_drained: u64,
+}
+
+impl Collector {
+    pub fn new(maps: FlowMaps, table: FlowTable) -> io::Result<Collector> {
+        let mut collector = Collector {
+            maps,
+            writing: 1,
+            table,
+            last_drained: 0,
+        };
+        // The object starts with flows_even in the slot; say so explicitly,
+        // so `writing` is right whatever the object's initial value.
+        collector.point_probes_at(0)?;
+        Ok(collector)
+    }
+
+    fn point_probes_at(&mut self, index: usize) -> io::Result<()> {
+        let fd = self.maps.tables[index].as_fd().as_raw_fd() as u32;
+        self.maps
+            .active
+            .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(io::Error::other)?;
+        self.writing = index;
+        Ok(())
+    }
+
+    /// Switches the probes to the other table, then moves everything the
+    /// previous one counted into the totals.
+    pub fn drain(&mut self) -> io::Result<()> {
+        let drained = self.writing;
+        self.point_probes_at(1 - drained)?;
+        let entries = take_hash_map(
+            &self.maps.tables[drained],
+            self.last_drained as usize + 64,
+        )?;
+        for (key, value) in entries.iter() {
+            self.table.add(key, value);
+        }
+        self.last_drained = entries.len() as u64;
+        Ok(())
+    }
+
+    /// Drains, drops idle flows, and copies out everything a scrape shows.
+    pub fn snapshot(&mut self) -> io::Result<Snapshot> {
+        let started = Instant::now();
+        self.drain()?;
+        let now = monotonic_now_ns();
+        self.table.expire(now);
+        let health = self.read_health()?;
+        Ok(Snapshot {
+            flows: self.table.flows(),
+            overflow_kernel: health.overflow,
+            overflow_series: self.table.overflow,
+            flows_expired: self.table.expired,
+            table_entries: self.last_drained,
+            sockets_tracked: health.sockets_tracked,
+            sockets_untracked: health.sockets_untracked,
+            missed_calls: health.missed_calls,
+            undecodable: self.table.undecodable,
+            read_duration: started.elapsed(),
+            taken_at_ns: now,
+            ..Snapshot::default()
+        })
+    }
+
+    /// Drains and drops idle flows, between scrapes.
+    pub fn maintain(&mut self) -> io::Result<()> {
+        self.drain()?;
+        self.table.expire(monotonic_now_ns());
+        Ok(())
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.maps.capacity
+    }
+
+    /// The table the probes write now, for tests that plant entries.
+    pub fn writing_table(&self) -> &MapHandle {
+        &self.maps.tables[self.writing]
+    }
+
+    fn read_health(&self) -> io::Result<Health> {
+        let mut health = Health::default();
+        for cpu in read_percpu_slot(&self.maps.overflow, 0)? {
+            let bytes = value_from(&cpu);
+            health.overflow.add(bytes.sent, bytes.received);
+        }
+        let (mut inserts, mut deletes) = (0u64, 0u64);
+        for cpu in read_percpu_slot(&self.maps.health, 0)? {
+            let mut h = ProbeHealth::default();
+            plain::copy_from_bytes(&mut h, &cpu).expect("value is sizeof(struct probe_health)");
+            health.missed_calls += h.missed_calls;
+            health.sockets_untracked += h.sockets_untracked;
+            // A socket may be inserted on one CPU and deleted on another:
+            // only the sums are meaningful.
+            inserts = inserts.wrapping_add(h.socket_inserts);
+            deletes = deletes.wrapping_add(h.socket_deletes);
+        }
+        health.sockets_tracked = inserts.wrapping_sub(deletes);
+        Ok(health)
+    }
+}
