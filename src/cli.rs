@@ -91,12 +91,20 @@ pub struct Cli {
 
     /// Count only connections whose server port is PORT or in FIRST-LAST (repeatable, or
     /// comma-separated).
-    #[arg(long = "filter.port.include", value_name = "PORTS", value_delimiter = ',')]
+    #[arg(
+        long = "filter.port.include",
+        value_name = "PORTS",
+        value_delimiter = ','
+    )]
     pub port_include: Vec<PortRange>,
 
     /// Do not count connections whose server port is PORT or in FIRST-LAST (repeatable,
     /// or comma-separated).
-    #[arg(long = "filter.port.exclude", value_name = "PORTS", value_delimiter = ',')]
+    #[arg(
+        long = "filter.port.exclude",
+        value_name = "PORTS",
+        value_delimiter = ','
+    )]
     pub port_exclude: Vec<PortRange>,
 
     /// Whether to count flows with a loopback peer (127.0.0.0/8, ::1, or the local
@@ -276,12 +284,20 @@ mod tests {
         assert_eq!(filter.ports, PortsMode::All);
         assert_eq!(filter.loopback, Loopback::Exclude);
         assert_eq!(
-            filter.cidr_include.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            filter
+                .cidr_include
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>(),
             ["10.0.0.0/8", "fd00::/8", "192.0.2.1/32"]
         );
         assert_eq!(filter.cidr_exclude.len(), 1);
         assert_eq!(
-            filter.port_include.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            filter
+                .port_include
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
             ["443", "8000-8100"]
         );
         assert_eq!(filter.port_exclude[0].to_string(), "22");

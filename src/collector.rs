@@ -81,10 +81,7 @@ impl Collector {
     pub fn drain(&mut self) -> io::Result<()> {
         let drained = self.writing;
         self.point_probes_at(1 - drained)?;
-        let entries = take_hash_map(
-            &self.maps.tables[drained],
-            self.last_drained as usize + 64,
-        )?;
+        let entries = take_hash_map(&self.maps.tables[drained], self.last_drained as usize + 64)?;
         for (key, value) in entries.iter() {
             self.table.add(key, value);
         }

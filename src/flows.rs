@@ -262,6 +262,9 @@ mod tests {
         );
         assert_eq!(flow.total_bytes(), 10 + (1 << 40));
         assert_eq!(flow.role, Role::Server);
-        assert_eq!((port_label(0), port_label(443)), (String::new(), "443".into()));
+        assert_eq!(
+            (port_label(0), port_label(443)),
+            (String::new(), "443".into())
+        );
     }
 }

@@ -169,7 +169,9 @@ pub async fn maintain(state: Arc<AppState>) {
 /// The collector, also after a panic elsewhere left its lock poisoned: its
 /// totals are plain numbers that stay consistent between statements.
 fn lock(collector: &Mutex<Collector>) -> std::sync::MutexGuard<'_, Collector> {
-    collector.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    collector
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Drains and reads the maps off the async runtime (a drain waits for an RCU

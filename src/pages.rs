@@ -189,9 +189,9 @@ mod tests {
         let html = landing_html(&snapshot(), "tracepoint", "/metrics");
         assert!(html.contains(r#"<a href="/metrics">"#));
         assert!(html.contains(r#"<a href="/api/flows">"#));
-        assert!(
-            html.contains("<td>127.0.0.1</td><td>2</td><td>::1</td><td>80</td><td>client</td><td class=n>30</td>")
-        );
+        assert!(html.contains(
+            "<td>127.0.0.1</td><td>2</td><td>::1</td><td>80</td><td>client</td><td class=n>30</td>"
+        ));
         assert!(html.contains("<td>127.0.0.1</td><td>*</td>"), "{html}");
     }
 }

@@ -32,45 +32,49 @@ pub(crate) fn encode(
         )?
         .encode_info(&[("version", info.version), ("backend", info.backend)])?;
 
-    for (map, entries, capacity, help) in [
-        (
-            "flows",
-            snap.table_entries,
-            info.flows_max,
-            "the kernel flow table the probes write between drains (once a second and at \
-             every scrape); at 1, new flows go to the overflow flow",
-        ),
+    // (map label, entries, capacity)
+    let maps = [
+        ("flows", snap.table_entries, u64::from(info.flows_max)),
         (
             "socket_roles",
             snap.sockets_tracked,
-            info.sockets_max,
-            "the kernel map of connection roles; at 1, new connections get role unknown",
+            u64::from(info.sockets_max),
         ),
-    ] {
-        let labels = [("map", map)];
-        gauge(
-            encoder,
-            "tcp_flow_exporter_map_entries",
-            &format!("Entries in {help}."),
-            &labels,
-            entries,
-        )?;
-        gauge(
-            encoder,
-            "tcp_flow_exporter_map_capacity",
-            "Capacity (max_entries) of the BPF map, from --flows.max or --sockets.max.",
-            &labels,
-            u64::from(capacity),
-        )?;
-        encoder
-            .encode_descriptor(
-                "tcp_flow_exporter_map_fill_ratio",
-                "Entries over capacity of the BPF map.",
-                None,
-                MetricType::Gauge,
-            )?
-            .encode_family(&labels)?
-            .encode_gauge(&(entries as f64 / f64::from(capacity.max(1))))?;
+    ];
+    let mut entries = encoder.encode_descriptor(
+        "tcp_flow_exporter_map_entries",
+        "Entries in a BPF map: for flows, what the kernel flow table held when last drained \
+         (drains run once a second and at every scrape); for socket_roles, the connections \
+         whose role the kernel remembers.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (map, count, _) in maps {
+        entries
+            .encode_family(&[("map", map)])?
+            .encode_gauge(&count)?;
+    }
+    let mut capacity = encoder.encode_descriptor(
+        "tcp_flow_exporter_map_capacity",
+        "Capacity (max_entries) of a BPF map, from --flows.max or --sockets.max.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (map, _, max) in maps {
+        capacity
+            .encode_family(&[("map", map)])?
+            .encode_gauge(&max)?;
+    }
+    let mut fill = encoder.encode_descriptor(
+        "tcp_flow_exporter_map_fill_ratio",
+        "Entries over capacity of a BPF map. At 1, new flows go to the overflow flow \
+         (flows) or new connections get role unknown (socket_roles).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (map, count, max) in maps {
+        fill.encode_family(&[("map", map)])?
+            .encode_gauge(&(count as f64 / max.max(1) as f64))?;
     }
     encoder
         .encode_descriptor(
@@ -224,17 +228,4 @@ fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) 
     encoder
         .encode_descriptor(name, help, None, MetricType::Counter)?
         .encode_counter::<NoLabelSet, _, u64>(&value, None::<&NoExemplar>)
-}
-
-fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    labels: &impl EncodeLabelSet,
-    value: u64,
-) -> fmt::Result {
-    encoder
-        .encode_descriptor(name, help, None, MetricType::Gauge)?
-        .encode_family(labels)?
-        .encode_gauge(&value)
 }

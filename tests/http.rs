@@ -88,9 +88,8 @@ fn root_openmetrics_is_negotiated_and_gzip_honoured() {
         .unwrap();
     assert!(text.ends_with("# EOF\n"));
     assert!(text.contains("# UNIT tcp_flow_sent_bytes bytes\n"));
-    let (local, remote) = pair.client_flow();
     assert_eq!(
-        Scrape::parse(&text).flow(local, remote),
+        Scrape::parse(&text).flow(&pair.client_flow().server_port_only()),
         Some((3_000, 4_000))
     );
 }
@@ -101,7 +100,7 @@ fn root_landing_page_json_and_health() {
         return;
     }
     let (exporter, pair) = exporter_with_flow(&[]);
-    let (local, remote) = pair.client_flow();
+    let remote = pair.client_flow().remote;
 
     assert_eq!(exporter.get("/healthz"), (200, b"ok\n".to_vec()));
     assert_eq!(exporter.get("/nope").0, 404);
@@ -109,11 +108,10 @@ fn root_landing_page_json_and_health() {
     let (status, html) = exporter.get("/");
     let html = String::from_utf8(html).unwrap();
     assert_eq!(status, 200);
+    // The client's own port is aggregated under the default --flows.ports=server.
     let row = format!(
-        "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=n>3000</td><td class=n>4000</td>",
-        local.ip(),
-        local.port(),
-        remote.ip(),
+        "<td>127.0.0.1</td><td>*</td><td>127.0.0.1</td><td>{}</td><td>client</td>\
+         <td class=n>3000</td><td class=n>4000</td>",
         remote.port()
     );
     assert!(html.contains(&row), "{html}");
@@ -126,8 +124,9 @@ fn root_landing_page_json_and_health() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["src_port"] == local.port() && f["dst_port"] == remote.port())
+        .find(|f| f["src_port"].is_null() && f["dst_port"] == remote.port())
         .expect("our flow in /api/flows");
+    assert_eq!(flow["role"], "client");
     assert_eq!(flow["src_ip"], "127.0.0.1");
     assert_eq!(
         (flow["sent_bytes"].as_u64(), flow["received_bytes"].as_u64()),
@@ -153,9 +152,9 @@ fn root_custom_telemetry_path() {
     assert_eq!(exporter.get("/metrics").0, 404);
     let (status, body) = exporter.get("/internal/flows");
     assert_eq!(status, 200);
-    let (local, remote) = pair.client_flow();
     assert_eq!(
-        Scrape::parse(&String::from_utf8(body).unwrap()).flow(local, remote),
+        Scrape::parse(&String::from_utf8(body).unwrap())
+            .flow(&pair.client_flow().server_port_only()),
         Some((3_000, 4_000))
     );
 }

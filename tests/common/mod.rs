@@ -240,26 +240,81 @@ impl Scrape {
             .copied()
     }
 
-    /// Sent and received bytes of the flow whose local socket is `local`.
-    pub fn flow(&self, local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
-        let labels = flow_labels(local, remote);
+    /// Sent and received bytes of one flow.
+    pub fn flow(&self, flow: &FlowId) -> Option<(u64, u64)> {
+        let labels = flow.labels();
         Some((
             self.sample("tcp_flow_sent_bytes_total", &labels)?,
             self.sample("tcp_flow_received_bytes_total", &labels)?,
         ))
     }
 
+    /// Sent and received bytes of the overflow flow.
+    pub fn overflow_flow(&self) -> (u64, u64) {
+        let labels = OVERFLOW_LABELS;
+        (
+            self.sample("tcp_flow_sent_bytes_total", labels).unwrap(),
+            self.sample("tcp_flow_received_bytes_total", labels)
+                .unwrap(),
+        )
+    }
+
     pub fn series(&self, name: &str) -> usize {
         self.samples.keys().filter(|(n, _)| n == name).count()
     }
+
+    /// Every flow series but the overflow flow: labels, sent, received.
+    pub fn flows(&self) -> Vec<(String, u64, u64)> {
+        let mut flows: Vec<_> = self
+            .samples
+            .iter()
+            .filter(|((name, labels), _)| {
+                name == "tcp_flow_sent_bytes_total" && labels != OVERFLOW_LABELS
+            })
+            .map(|((_, labels), sent)| {
+                let received = self
+                    .sample("tcp_flow_received_bytes_total", labels)
+                    .expect("every flow has both counters");
+                (labels.clone(), *sent, received)
+            })
+            .collect();
+        flows.sort();
+        flows
+    }
 }
 
-pub fn flow_labels(local: SocketAddr, remote: SocketAddr) -> String {
-    format!(
-        r#"src_ip="{}",src_port="{}",dst_ip="{}",dst_port="{}""#,
-        local.ip(),
-        local.port(),
-        remote.ip(),
-        remote.port()
-    )
+pub const OVERFLOW_LABELS: &str =
+    r#"src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow""#;
+
+/// A flow as the exporter labels it. Port 0 is an aggregated port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowId {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub role: &'static str,
+}
+
+impl FlowId {
+    pub fn labels(&self) -> String {
+        let port = |p: u16| if p == 0 { String::new() } else { p.to_string() };
+        format!(
+            r#"src_ip="{}",src_port="{}",dst_ip="{}",dst_port="{}",role="{}""#,
+            self.local.ip(),
+            port(self.local.port()),
+            self.remote.ip(),
+            port(self.remote.port()),
+            self.role
+        )
+    }
+
+    /// The flow under --flows.ports=server (the default): the client's port
+    /// is dropped.
+    pub fn server_port_only(mut self) -> FlowId {
+        match self.role {
+            "client" => self.local.set_port(0),
+            "server" => self.remote.set_port(0),
+            _ => {}
+        }
+        self
+    }
 }

@@ -4,10 +4,16 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 
+use super::FlowId;
+
 /// Both ends of one loopback TCP connection.
 pub struct Pair {
     pub client: TcpStream,
     pub server: TcpStream,
+    /// Held so that no other listener, of this test or a concurrent one, gets
+    /// the same server port while the pair lives: under --flows.ports=server
+    /// their flows would rightly add up.
+    _listener: Option<TcpListener>,
 }
 
 impl Pair {
@@ -15,31 +21,39 @@ impl Pair {
     pub fn on(ip: &str) -> Pair {
         let ip: IpAddr = ip.parse().unwrap();
         let listener = TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
-        Self::through(&listener, listener.local_addr().unwrap())
+        let mut pair = Self::through(&listener, listener.local_addr().unwrap());
+        pair._listener = Some(listener);
+        pair
     }
 
     /// Connects to `target`, which `listener` accepts.
     pub fn through(listener: &TcpListener, target: SocketAddr) -> Pair {
         let client = TcpStream::connect(target).unwrap();
         let (server, _) = listener.accept().unwrap();
-        Pair { client, server }
+        Pair {
+            client,
+            server,
+            _listener: None,
+        }
     }
 
-    /// The client's flow as the exporter labels it: (local, remote).
-    pub fn client_flow(&self) -> (SocketAddr, SocketAddr) {
-        (
-            self.client.local_addr().unwrap(),
-            self.client.peer_addr().unwrap(),
-        )
+    /// The client's flow with both ports, as --flows.ports=all labels it.
+    pub fn client_flow(&self) -> FlowId {
+        FlowId {
+            local: self.client.local_addr().unwrap(),
+            remote: self.client.peer_addr().unwrap(),
+            role: "client",
+        }
     }
 
-    /// The server's flow as the exporter labels it, with IPv4-mapped
-    /// addresses shown as IPv4 as the exporter does.
-    pub fn server_flow(&self) -> (SocketAddr, SocketAddr) {
-        (
-            canonical(self.server.local_addr().unwrap()),
-            canonical(self.server.peer_addr().unwrap()),
-        )
+    /// The server's flow with both ports, with IPv4-mapped addresses shown
+    /// as IPv4 as the exporter does.
+    pub fn server_flow(&self) -> FlowId {
+        FlowId {
+            local: canonical(self.server.local_addr().unwrap()),
+            remote: canonical(self.server.peer_addr().unwrap()),
+            role: "server",
+        }
     }
 
     /// Client sends `up` bytes, server sends `down` bytes back, each side
