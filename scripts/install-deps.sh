@@ -15,8 +15,9 @@ fi
 # gcc, libelf and zlib.
 packages=(clang libelf-dev zlib1g-dev pkg-config make gcc)
 if [ "${1:-}" = "--test" ]; then
-    # setpriv and unshare (util-linux) drive the privilege and BTF error tests.
-    packages+=(util-linux)
+    # setpriv and unshare (util-linux) drive the privilege and BTF error tests;
+    # ip (iproute2) builds the network namespace of the loopback filter test.
+    packages+=(util-linux iproute2)
 fi
 
 missing=()

@@ -124,6 +124,7 @@ write_guest_script() {
         # exporter start is never counted. Seen on 5.10 with two test threads.
         for b in ${backends//,/ }; do
             echo "cell $b-counting env TFE_PROBE=$b ${tests[counting]} --test-threads=1"
+            echo "cell $b-flows env TFE_PROBE=$b ${tests[flows]} --test-threads=1"
             echo "cell $b-http env TFE_PROBE=$b ${tests[http]} --test-threads=1"
             echo "cell $b-program_stats env TFE_PROBE=$b ${tests[program_stats]}"
         done
@@ -155,7 +156,7 @@ main() {
     local list
     if [ -n "${TFE_TESTS_FILE:-}" ]; then list=$(cat "$TFE_TESTS_FILE"); else list=$(build_tests); fi
     while IFS== read -r name path; do tests[$name]=$path; done <<< "$list"
-    for t in counting http errors map_read program_stats; do
+    for t in counting flows http errors map_read program_stats; do
         [ -n "${tests[$t]:-}" ] || { log "test binary $t was not built"; exit 1; }
     done
 
@@ -178,7 +179,7 @@ main() {
             --rwdir "$dir" --exec "$dir/guest.sh" > "$dir/console.log" 2>&1 || true
         log "$name finished in $((SECONDS - start)) s"
         local cells=(errors map_read)
-        for b in ${backends//,/ }; do cells+=("$b-counting" "$b-http" "$b-program_stats"); done
+        for b in ${backends//,/ }; do cells+=("$b-counting" "$b-flows" "$b-http" "$b-program_stats"); done
         if [ ! -f "$dir/finished" ]; then
             echo "$name: the VM did not finish; console:"; tail -n 40 "$dir/console.log" | sed 's/^/    /'
             failed=1

@@ -37,7 +37,7 @@ cargo test --locked
 for backend in ${native_backends//,/ }; do
     [ "$backend" = "${TFE_EXPECT_AUTO:-}" ] && continue
     echo "test.sh: traffic tests with --probe=$backend"
-    TFE_PROBE=$backend cargo test --locked --test counting --test http --test program_stats
+    TFE_PROBE=$backend cargo test --locked --test counting --test flows --test http --test program_stats
 done
 
 if [ "${TFE_MATRIX:-1}" = 0 ] && [ -z "${CI:-}" ]; then

@@ -2,6 +2,7 @@
 //! parsed scrape.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod traffic;
 
 use std::collections::HashMap;

@@ -176,3 +176,75 @@ pub fn recvmsg_iov(socket: &TcpStream, sizes: &[usize]) -> usize {
     assert!(n >= 0, "recvmsg: {}", io::Error::last_os_error());
     n as usize
 }
+
+/// One short connection through `listener`: the client sends `up` bytes, the
+/// server answers `down`, both close.
+pub fn short_connection(listener: &TcpListener, target: SocketAddr, up: usize, down: usize) {
+    let mut pair = Pair::through(listener, target);
+    pair.client.write_all(&payload(up)).unwrap();
+    read_exactly(&mut pair.server, up);
+    pair.server.write_all(&payload(down)).unwrap();
+    read_exactly(&mut pair.client, down);
+}
+
+/// A TCP socket connected to itself: bound to `ip` on a free port, then
+/// connected to that same address (a simultaneous open on one socket).
+pub fn self_connected(ip: IpAddr) -> TcpStream {
+    // Ask the kernel for a free port, then let it go for our socket.
+    let port = TcpListener::bind(SocketAddr::new(ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = SocketAddr::new(ip, port);
+    let (storage, len) = sockaddr(addr);
+    let family = if ip.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket syscalls on a fresh fd; `storage` holds a valid
+    // sockaddr of `len` bytes for `addr`'s family.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+        let sa = (&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr>();
+        assert_eq!(
+            libc::bind(fd, sa, len),
+            0,
+            "bind {addr}: {}",
+            io::Error::last_os_error()
+        );
+        assert_eq!(
+            libc::connect(fd, sa, len),
+            0,
+            "connect to self {addr}: {}",
+            io::Error::last_os_error()
+        );
+        std::os::fd::FromRawFd::from_raw_fd(fd)
+    }
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
