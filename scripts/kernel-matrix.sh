@@ -175,7 +175,8 @@ main() {
         write_guest_script "$dir" "$backends" "$auto" "$unsupported"
         log "booting $name ($(basename "$image")) for $backends"
         start=$SECONDS
-        timeout "$vm_timeout" "$cache/venv/bin/vng" -r "$image" --disable-kvm --memory 2G \
+        # vng starts its helpers (virtme-run, ...) through PATH.
+        PATH="$cache/venv/bin:$PATH" timeout "$vm_timeout" vng -r "$image" --disable-kvm --memory 2G \
             --rwdir "$dir" --exec "$dir/guest.sh" > "$dir/console.log" 2>&1 || true
         log "$name finished in $((SECONDS - start)) s"
         local cells=(errors map_read)
