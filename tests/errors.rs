@@ -36,6 +36,9 @@ fn bad_flags_exit_2_with_one_line() {
         &["--web.listen-address=nonsense"],
         &["--web.telemetry-path=no-slash"],
         &["--no-such-flag"],
+        &["--flows.idle-timeout=0s"],
+        &["--filter.cidr.include=10.0.0.0/99"],
+        &["--filter.port.exclude=http"],
     ] {
         let out = run(Command::new(BIN).args(args));
         assert_eq!(out.status.code(), Some(2), "{args:?}");
