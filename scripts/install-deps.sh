@@ -16,8 +16,9 @@ fi
 packages=(clang libelf-dev zlib1g-dev pkg-config make gcc)
 if [ "${1:-}" = "--test" ]; then
     # setpriv and unshare (util-linux) drive the privilege and BTF error tests;
-    # ip (iproute2) builds the network namespace of the loopback filter test.
-    packages+=(util-linux iproute2)
+    # ip (iproute2) builds the network namespace of the loopback filter test;
+    # headless chromium renders the landing page.
+    packages+=(util-linux iproute2 chromium)
 fi
 
 missing=()

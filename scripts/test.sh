@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh --test
-export PROMTOOL="$(scripts/fetch-prometheus.sh)/promtool"
+prometheus_bin="$(scripts/fetch-prometheus.sh)"
+export PROMTOOL="$prometheus_bin/promtool" PROMETHEUS="$prometheus_bin/prometheus"
 
 cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings

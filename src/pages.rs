@@ -93,16 +93,18 @@ pub fn landing_html(snapshot: &Snapshot, backend: &str, telemetry_path: &str) ->
     for f in busiest(snapshot, LANDING_TOP) {
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
             f.local.ip(),
             any_port(f.local.port()),
             f.remote.ip(),
             any_port(f.remote.port()),
             f.role.as_str(),
             f.sent,
-            f.received
+            f.received,
+            age(snapshot, f.last_seen_ns)
         );
     }
+    let overflow = snapshot.overflow();
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
@@ -111,17 +113,31 @@ pub fn landing_html(snapshot: &Snapshot, backend: &str, telemetry_path: &str) ->
 td,th{{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left}}.n{{text-align:right;font-variant-numeric:tabular-nums}}</style>
 </head><body>
 <h1>tcp-flow-exporter</h1>
-<p>Backend: <b>{backend}</b> &middot; {total} flows &middot; <a href="{metrics}">{metrics}</a> &middot; <a href="/api/flows">/api/flows</a> &middot; <a href="/healthz">/healthz</a></p>
+<p>Backend: <b>{backend}</b> &middot; {total} flows &middot; <a href="{metrics}">{metrics}</a> &middot; <a href="/api/flows">/api/flows</a> (JSON) &middot; <a href="/healthz">/healthz</a></p>
 <h2>Top flows by bytes</h2>
-<table><thead><tr><th>src ip (local)</th><th>src port</th><th>dst ip (peer)</th><th>dst port</th><th>role (local)</th><th class=n>sent bytes</th><th class=n>received bytes</th></tr></thead>
+<p>Refreshes every 10 s. <b>src</b> is the socket on this node, <b>dst</b> its peer; <b>*</b> is the client's port, folded under --flows.ports=server.</p>
+<table><thead><tr><th>src ip (local)</th><th>src port</th><th>dst ip (peer)</th><th>dst port</th><th>role (local)</th><th class=n>sent bytes</th><th class=n>received bytes</th><th class=n>last active</th></tr></thead>
 <tbody>{rows}</tbody></table>
+<p>Overflow flow (bytes without a flow of their own): {overflow_sent} sent, {overflow_received} received.</p>
 </body></html>
 "#,
         backend = backend,
         total = snapshot.flows.len(),
+        overflow_sent = overflow.sent,
+        overflow_received = overflow.received,
         metrics = html_escape(telemetry_path),
         rows = rows,
     )
+}
+
+/// How long ago a CLOCK_MONOTONIC instant was, as of the snapshot: "4 s ago".
+fn age(snapshot: &Snapshot, monotonic_ns: u64) -> String {
+    let secs = snapshot.taken_at_ns.saturating_sub(monotonic_ns) / 1_000_000_000;
+    match secs {
+        0..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        _ => format!("{} h ago", secs / 3600),
+    }
 }
 
 /// An aggregated port (the client's, under --flows.ports=server) shows as `*`.
