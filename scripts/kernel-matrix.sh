@@ -112,7 +112,7 @@ write_guest_script() {
     {
         echo '#!/bin/sh'
         echo "export CI=true PROMTOOL='$PROMTOOL' TFE_EXPECT_AUTO='$auto' TFE_UNSUPPORTED='$unsupported'"
-        echo "cell() { name=\$1; shift; \"\$@\" > '$dir'/\$name.log 2>&1; echo \$? > '$dir'/\$name.rc; }"
+        echo "cell() { name=\$1; shift; start=\$(date +%s); \"\$@\" > '$dir'/\$name.log 2>&1; echo \$? > '$dir'/\$name.rc; echo \$((\$(date +%s) - start)) > '$dir'/\$name.seconds; }"
         echo "uname -r > '$dir'/uname"
         echo "cell errors ${tests[errors]} --test-threads=2"
         echo "cell map_read ${tests[map_read]}"
@@ -145,7 +145,7 @@ check_cell() {
         sed 's/^/    /' "$dir/$cell.log" | tail -n 60
         return 1
     fi
-    echo "$cell: ok ($(grep -c '^test .* ok$' "$dir/$cell.log") tests)"
+    echo "$cell: ok ($(grep -c '^test .* ok$' "$dir/$cell.log") tests, $(cat "$dir/$cell.seconds" 2>/dev/null || echo '?') s)"
 }
 
 main() {
