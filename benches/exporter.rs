@@ -1,0 +1,195 @@
+//! Benchmarks of the exporter as operators run it: start-up time, idle
+//! memory, and full /metrics scrapes at 1k to 1M flows. Needs root (it loads
+//! BPF); `scripts/bench.sh` runs it. Not part of the test pass/fail.
+//!
+//!   cargo bench --bench exporter                 everything
+//!   cargo bench --bench exporter -- scrape 1000  only the scrape at 1k flows
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{http_get_full, Exporter};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use tcp_flow_exporter::bpf::{FlowBytes, FlowKey};
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the exporter benchmarks load BPF: run them as root (scripts/bench.sh)");
+        std::process::exit(1);
+    }
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let only = |name: &str| args.is_empty() || args[0] == name;
+    if only("startup") {
+        startup();
+    }
+    if only("scrape") {
+        let sizes: Vec<u32> = match args.get(1) {
+            Some(n) => vec![n.parse().expect("flow count")],
+            None => vec![1_000, 10_000, 100_000, 1_000_000],
+        };
+        println!("| flows | scrape (text) | per flow | scrape (gzip) | body | body gzip | RSS after | RSS per flow beyond body |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for n in sizes {
+            scrape(n);
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Start-up (spawn to a served /healthz: BTF check, load, attach, bind) and
+/// idle memory, over several starts.
+fn startup() {
+    let mut times = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..7 {
+        let started = Instant::now();
+        let exporter = Exporter::start_raw(&[]);
+        times.push(started.elapsed());
+        std::thread::sleep(Duration::from_secs(2));
+        rss.push(rss_kib(exporter.pid(), "VmRSS:"));
+    }
+    rss.sort();
+    println!(
+        "startup (spawn to serving, median of {}): {:.0} ms, spread {:.0}-{:.0} ms; idle RSS median {} KiB",
+        times.len(),
+        median(times.clone()).as_secs_f64() * 1e3,
+        times.iter().min().unwrap().as_secs_f64() * 1e3,
+        times.iter().max().unwrap().as_secs_f64() * 1e3,
+        rss[rss.len() / 2]
+    );
+}
+
+/// The kernel table the running exporter's probes write now: the one
+/// `active_flows` points at. The newest exporter's maps have the highest ids.
+fn writing_table() -> MapHandle {
+    let active = libbpf_rs::query::MapInfoIter::default()
+        .filter(|m| m.name.to_str() == Some("active_flows"))
+        .map(|m| m.id)
+        .max()
+        .expect("a running exporter");
+    let active = MapHandle::from_map_id(active).unwrap();
+    let inner = active
+        .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .unwrap()
+        .expect("slot 0");
+    MapHandle::from_map_id(u32::from_ne_bytes(inner[..4].try_into().unwrap())).unwrap()
+}
+
+/// Writes `n` distinct IPv4 flows with realistic label lengths.
+fn plant(table: &MapHandle, n: u32) {
+    let now = {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to fill.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let mut key = FlowKey {
+            family: libc::AF_INET as u16,
+            local_port: 0,
+            remote_port: [443, 5432, 8080, 6379][(i % 4) as usize],
+            role: 1,
+            ..FlowKey::default()
+        };
+        key.local_addr[..4].copy_from_slice(&[10, 244, (i >> 16) as u8, (i >> 8) as u8]);
+        key.remote_addr[..4].copy_from_slice(&[172, 16, (i >> 8) as u8, i as u8]);
+        let value = FlowBytes {
+            sent: u64::from(i) * 1_000 + 7,
+            received: u64::from(i) * 31_337 + 1,
+            last_seen_ns: now,
+        };
+        // SAFETY: Plain structs viewed as their bytes.
+        unsafe {
+            keys.extend_from_slice(plain::as_bytes(&key));
+            values.extend_from_slice(plain::as_bytes(&value));
+        }
+    }
+    table
+        .update_batch(&keys, &values, n, MapFlags::ANY, MapFlags::ANY)
+        .expect("plant flows");
+}
+
+fn timed_scrape(exporter: &Exporter, gzip: bool) -> (Duration, usize) {
+    let headers: &[(&str, &str)] = if gzip {
+        &[("Accept-Encoding", "gzip")]
+    } else {
+        &[]
+    };
+    let started = Instant::now();
+    let (status, _, body) = http_get_full(exporter.addr, "/metrics", headers).unwrap();
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    (took, body.len())
+}
+
+fn scrape(n: u32) {
+    // Port 1 is never used: the node's own traffic stays out of the numbers.
+    let max = format!("--flows.max={}", n.max(1024));
+    let exporter = Exporter::start_raw(&[&max, "--filter.port.include=1"]);
+    plant(&writing_table(), n);
+    // A drain may switch tables while we plant: the flows then surface one
+    // drain later. Wait until the exporter shows all of them.
+    let want = format!("\ntcp_flow_exporter_flow_series {n}\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, body) = http_get_full(exporter.addr, "/metrics", &[]).unwrap();
+        if String::from_utf8_lossy(&body).contains(&want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "planted flows missing from the scrape"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rounds = if n >= 1_000_000 { 5 } else { 11 };
+    let (mut text, mut gz) = (Vec::new(), Vec::new());
+    let (mut body, mut body_gz) = (0, 0);
+    for _ in 0..rounds {
+        let (t, len) = timed_scrape(&exporter, false);
+        text.push(t);
+        body = len;
+        let (t, len) = timed_scrape(&exporter, true);
+        gz.push(t);
+        body_gz = len;
+    }
+    let pid = exporter.pid();
+    let hwm = rss_kib(pid, "VmHWM:") * 1024;
+    let rss = rss_kib(pid, "VmRSS:") * 1024;
+    let text = median(text);
+    println!(
+        "| {n} | {:.1} ms | {:.3} µs | {:.1} ms | {:.1} MB | {:.1} MB | {:.1} MB (peak {:.1} MB) | {:.0} B |",
+        text.as_secs_f64() * 1e3,
+        text.as_secs_f64() * 1e6 / f64::from(n),
+        median(gz).as_secs_f64() * 1e3,
+        body as f64 / 1e6,
+        body_gz as f64 / 1e6,
+        rss as f64 / 1e6,
+        hwm as f64 / 1e6,
+        (hwm.saturating_sub(body as u64)) as f64 / f64::from(n),
+    );
+}
