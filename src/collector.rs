@@ -89,15 +89,16 @@ impl Collector {
         Ok(())
     }
 
-    /// Drains, drops idle flows, and copies out everything a scrape shows.
-    pub fn snapshot(&mut self) -> io::Result<Snapshot> {
+    /// Drains, drops idle flows, and reads everything a scrape reports but
+    /// the flows themselves, which stay in [`Collector::table`].
+    pub fn refresh(&mut self) -> io::Result<Snapshot> {
         let started = Instant::now();
         self.drain()?;
         let now = monotonic_now_ns();
         self.table.expire(now);
         let health = self.read_health()?;
         Ok(Snapshot {
-            flows: self.table.flows(),
+            flow_count: self.table.len() as u64,
             overflow_kernel: health.overflow,
             overflow_series: self.table.overflow,
             flows_expired: self.table.expired,
@@ -110,6 +111,18 @@ impl Collector {
             taken_at_ns: now,
             ..Snapshot::default()
         })
+    }
+
+    /// [`Collector::refresh`], with a copy of every flow: for the pages.
+    pub fn snapshot(&mut self) -> io::Result<Snapshot> {
+        let mut snapshot = self.refresh()?;
+        snapshot.flows = self.table.flows();
+        Ok(snapshot)
+    }
+
+    /// The running totals, as of the last drain.
+    pub fn table(&self) -> &FlowTable {
+        &self.table
     }
 
     /// Drains and drops idle flows, between scrapes.

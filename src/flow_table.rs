@@ -10,13 +10,28 @@
 use std::collections::HashMap;
 
 use crate::bpf::FlowKey;
-use crate::flows::{decode, Flow, Overflow};
+use crate::flows::{decode_key, value_from, Flow, Overflow, Role};
 
 type KeyBytes = [u8; std::mem::size_of::<FlowKey>()];
 
+/// A flow's running totals. The key stays in the kernel's packed form (40
+/// bytes) and is decoded only when a scrape writes it out: 64 bytes of data
+/// per flow, plus the hash table's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub sent: u64,
+    pub received: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the latest counted send or receive.
+    pub last_seen_ns: u64,
+}
+
+/// foldhash: several times faster than std's SipHash on 40-byte keys, and
+/// still seeded per process, so remote peers cannot aim collisions at it.
+type Map = HashMap<KeyBytes, Totals, foldhash::fast::RandomState>;
+
 #[derive(Debug)]
 pub struct FlowTable {
-    flows: HashMap<KeyBytes, Flow>,
+    flows: Map,
     limit: usize,
     idle_timeout_ns: u64,
     /// Bytes of flows that found the table at its limit.
@@ -30,7 +45,7 @@ pub struct FlowTable {
 impl FlowTable {
     pub fn new(limit: usize, idle_timeout_ns: u64) -> FlowTable {
         FlowTable {
-            flows: HashMap::new(),
+            flows: Map::default(),
             limit,
             idle_timeout_ns,
             overflow: Overflow::default(),
@@ -50,17 +65,23 @@ impl FlowTable {
     /// Adds one drained kernel entry: a flow key and the bytes it counted
     /// since the previous drain.
     pub fn add(&mut self, key: &[u8], value: &[u8]) {
-        let Some(delta) = decode(key, value) else {
-            self.undecodable += 1;
-            return;
-        };
         let key: KeyBytes = key.try_into().expect("key is sizeof(struct flow_key)");
-        if let Some(flow) = self.flows.get_mut(&key) {
-            flow.sent = flow.sent.wrapping_add(delta.sent);
-            flow.received = flow.received.wrapping_add(delta.received);
-            flow.last_seen_ns = flow.last_seen_ns.max(delta.last_seen_ns);
+        let delta = value_from(value);
+        if let Some(totals) = self.flows.get_mut(&key) {
+            totals.sent = totals.sent.wrapping_add(delta.sent);
+            totals.received = totals.received.wrapping_add(delta.received);
+            totals.last_seen_ns = totals.last_seen_ns.max(delta.last_seen_ns);
+        } else if decode_key(&unpack(&key)).is_none() {
+            self.undecodable += 1;
         } else if self.flows.len() < self.limit {
-            self.flows.insert(key, delta);
+            self.flows.insert(
+                key,
+                Totals {
+                    sent: delta.sent,
+                    received: delta.received,
+                    last_seen_ns: delta.last_seen_ns,
+                },
+            );
         } else {
             self.overflow.add(delta.sent, delta.received);
         }
@@ -72,15 +93,37 @@ impl FlowTable {
         let timeout = self.idle_timeout_ns;
         let before = self.flows.len();
         self.flows
-            .retain(|_, flow| now_ns.saturating_sub(flow.last_seen_ns) <= timeout);
+            .retain(|_, totals| now_ns.saturating_sub(totals.last_seen_ns) <= timeout);
         self.expired += (before - self.flows.len()) as u64;
     }
 
-    /// A copy of every flow, for one scrape to render without holding the
-    /// table.
-    pub fn flows(&self) -> Vec<Flow> {
-        self.flows.values().cloned().collect()
+    /// Every flow's key and totals, in the table's order.
+    pub fn entries(&self) -> impl Iterator<Item = (FlowKey, &Totals)> {
+        self.flows.iter().map(|(key, totals)| (unpack(key), totals))
     }
+
+    /// Every flow, decoded: for the pages, which show few of them.
+    pub fn flows(&self) -> Vec<Flow> {
+        self.entries()
+            .filter_map(|(key, t)| {
+                let (local, remote) = decode_key(&key)?;
+                Some(Flow {
+                    local,
+                    remote,
+                    role: Role::from_raw(key.role),
+                    sent: t.sent,
+                    received: t.received,
+                    last_seen_ns: t.last_seen_ns,
+                })
+            })
+            .collect()
+    }
+}
+
+fn unpack(bytes: &KeyBytes) -> FlowKey {
+    let mut key = FlowKey::default();
+    plain::copy_from_bytes(&mut key, bytes).expect("key is sizeof(struct flow_key)");
+    key
 }
 
 #[cfg(test)]

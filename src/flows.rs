@@ -85,7 +85,11 @@ impl Overflow {
 /// Everything one scrape reports.
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    /// The flows themselves, for the pages; empty for /metrics, which writes
+    /// them straight from the flow table.
     pub flows: Vec<Flow>,
+    /// Flows exported now.
+    pub flow_count: u64,
     /// Bytes that found the kernel's flow table full, summed over CPUs.
     pub overflow_kernel: Overflow,
     /// Bytes of new flows that arrived while --flows.max series existed.

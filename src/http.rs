@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::collector::Collector;
+use crate::flow_table::FlowTable;
 use crate::flows::Snapshot;
 use crate::metrics::{self, ExporterInfo, ScrapeStats};
 use crate::program_stats::{self, ProgramHandle};
@@ -99,12 +100,11 @@ async fn handle(
         let accept = header(&req, ACCEPT);
         let format = negotiate::format_for(accept.as_deref());
         let gzip = negotiate::accepts_gzip(header(&req, ACCEPT_ENCODING).as_deref());
-        with_snapshot(state, move |state, snapshot| {
+        with_snapshot(state, Flows::InTable, move |state, table, snapshot| {
             let stats = ScrapeStats {
                 errors: state.scrape_errors.load(Ordering::Relaxed),
             };
-            let text = metrics::encode(snapshot, &state.info, stats, format)
-                .expect("encoding into a String cannot fail");
+            let text = metrics::encode(table, snapshot, &state.info, stats, format);
             let mut response = if gzip { gzipped(text) } else { body(text) };
             set(&mut response, CONTENT_TYPE, format.content_type());
             set(&mut response, VARY, "Accept, Accept-Encoding");
@@ -114,7 +114,7 @@ async fn handle(
     } else {
         match path {
             "/" => {
-                with_snapshot(state, |state, snapshot| {
+                with_snapshot(state, Flows::Copied, |state, _, snapshot| {
                     let html =
                         pages::landing_html(&snapshot, state.info.backend, &state.telemetry_path);
                     typed(html, "text/html; charset=utf-8")
@@ -123,7 +123,7 @@ async fn handle(
             }
             "/api/flows" => {
                 let limit = query_param(req.uri().query(), "limit").and_then(|v| v.parse().ok());
-                with_snapshot(state, move |state, snapshot| {
+                with_snapshot(state, Flows::Copied, move |state, _, snapshot| {
                     typed(
                         pages::flows_json(&snapshot, state.info.backend, limit),
                         "application/json",
@@ -174,26 +174,42 @@ fn lock(collector: &Mutex<Collector>) -> std::sync::MutexGuard<'_, Collector> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Whether a view needs its own copy of the flows (the pages, which sort
+/// them) or reads them in the flow table (/metrics, which writes them all).
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Flows {
+    Copied,
+    InTable,
+}
+
 /// Drains and reads the maps off the async runtime (a drain waits for an RCU
 /// grace period, and a big table takes milliseconds of syscalls) and renders
-/// the snapshot with `render`.
-async fn with_snapshot<F>(state: Arc<AppState>, render: F) -> Response<Body>
+/// the snapshot with `render`, holding the flow table meanwhile.
+async fn with_snapshot<F>(state: Arc<AppState>, flows: Flows, render: F) -> Response<Body>
 where
-    F: FnOnce(&AppState, Arc<Snapshot>) -> Response<Body> + Send + 'static,
+    F: FnOnce(&AppState, &FlowTable, Arc<Snapshot>) -> Response<Body> + Send + 'static,
 {
-    let task = tokio::task::spawn_blocking(move || match lock(&state.collector).snapshot() {
-        Ok(mut snapshot) => {
-            snapshot.programs = program_stats::read(&state.programs);
-            snapshot.bpf_stats_enabled = state.bpf_stats_held || program_stats::sysctl_enabled();
-            render(&state, Arc::new(snapshot))
-        }
-        Err(e) => {
-            state.scrape_errors.fetch_add(1, Ordering::Relaxed);
-            warn!(error = %e, "reading the BPF maps failed");
-            plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reading the BPF maps failed: {e}\n"),
-            )
+    let task = tokio::task::spawn_blocking(move || {
+        let mut collector = lock(&state.collector);
+        let snapshot = match flows {
+            Flows::Copied => collector.snapshot(),
+            Flows::InTable => collector.refresh(),
+        };
+        match snapshot {
+            Ok(mut snapshot) => {
+                snapshot.programs = program_stats::read(&state.programs);
+                snapshot.bpf_stats_enabled =
+                    state.bpf_stats_held || program_stats::sysctl_enabled();
+                render(&state, collector.table(), Arc::new(snapshot))
+            }
+            Err(e) => {
+                state.scrape_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "reading the BPF maps failed");
+                plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reading the BPF maps failed: {e}\n"),
+                )
+            }
         }
     });
     task.await.unwrap_or_else(|e| {

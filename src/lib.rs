@@ -11,6 +11,7 @@ pub mod cli;
 pub mod collector;
 pub mod filter;
 pub mod flow_table;
+pub mod flow_text;
 pub mod flows;
 pub mod http;
 pub mod kernel;

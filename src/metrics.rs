@@ -1,22 +1,20 @@
-//! Turns one snapshot into metric families, in the exposition format the
-//! scraper asked for.
+//! Turns the flow table and one snapshot into metric families, in the
+//! exposition format the scraper asked for.
 //!
-//! Flow counters are the flow table's u64 totals, emitted as they are at
-//! scrape time (a const-counter collector): the table is the only place that
-//! accumulates, so the output can never drift from it.
+//! Flow counters are the flow table's u64 totals, written as they are at
+//! scrape time ([`flow_text`](crate::flow_text)): the table is the only place
+//! that accumulates, so the output can never drift from it.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelKey, EncodeLabelSet, LabelSetEncoder, NoLabelSet,
-};
-use prometheus_client::metrics::exemplar::Exemplar;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
 
-use crate::flows::{port_label, Flow, Snapshot};
+use crate::flow_table::FlowTable;
+use crate::flow_text;
+use crate::flows::Snapshot;
 
 /// The exposition formats /metrics negotiates between.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -53,152 +51,94 @@ pub struct ScrapeStats {
     pub errors: u64,
 }
 
-/// Encodes a snapshot and the self-metrics into `format`.
+/// Encodes the flow families and the self-metrics into `format`.
 pub fn encode(
+    flows: &FlowTable,
     snapshot: Arc<Snapshot>,
     info: &ExporterInfo,
     stats: ScrapeStats,
     format: Format,
-) -> Result<String, fmt::Error> {
+) -> String {
+    let mut out = String::new();
+    flow_text::write_flow_families(&mut out, flows, snapshot.overflow(), format);
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(ScrapeCollector {
+    registry.register_collector(Box::new(SelfCollector {
         snapshot,
         info: info.clone(),
         stats,
     }));
-    let mut out = String::new();
-    match format {
-        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?,
-        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry)?,
-    }
-    Ok(out)
+    // The self-metrics are a few dozen series: prometheus-client's encoder is
+    // plenty fast for them, and it ends OpenMetrics with its `# EOF`.
+    let encoded = match format {
+        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+    };
+    encoded.expect("writing into a String cannot fail");
+    out
 }
 
 #[derive(Debug)]
-struct ScrapeCollector {
+struct SelfCollector {
     snapshot: Arc<Snapshot>,
     info: ExporterInfo,
     stats: ScrapeStats,
 }
 
-type NoExemplar = Exemplar<NoLabelSet, u64>;
-
-impl Collector for ScrapeCollector {
+impl Collector for SelfCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let snap = &self.snapshot;
-        let overflow = snap.overflow();
-        flow_counter(
-            &mut encoder,
-            "tcp_flow_sent",
-            "TCP payload bytes the local socket (src) sent to its peer (dst).",
-            snap,
-            |f| f.sent,
-            overflow.sent,
-        )?;
-        flow_counter(
-            &mut encoder,
-            "tcp_flow_received",
-            "TCP payload bytes the local socket (src) received from its peer (dst).",
-            snap,
-            |f| f.received,
-            overflow.received,
-        )?;
         crate::self_metrics::encode(&mut encoder, &self.snapshot, &self.info, self.stats)
     }
 }
 
-/// One counter family over every flow, plus the overflow flow: the bytes
-/// that found no room, so that sums over all series stay exact.
-fn flow_counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    snapshot: &Snapshot,
-    value: impl Fn(&Flow) -> u64,
-    overflow: u64,
-) -> fmt::Result {
-    let mut metric =
-        encoder.encode_descriptor(name, help, Some(&Unit::Bytes), MetricType::Counter)?;
-    for flow in &snapshot.flows {
-        metric
-            .encode_family(&FlowLabels::Flow(flow))?
-            .encode_counter::<NoLabelSet, _, u64>(&value(flow), None::<&NoExemplar>)?;
-    }
-    metric
-        .encode_family(&FlowLabels::Overflow)?
-        .encode_counter::<NoLabelSet, _, u64>(&overflow, None::<&NoExemplar>)
-}
-
-/// The label value that marks the overflow flow, in place of both IPs and
-/// the role.
+/// The label value that marks the overflow flow (`src_ip`, `dst_ip` and
+/// `role`; its ports are empty): the bytes that found no room, so that sums
+/// over all series stay exact.
 pub const OVERFLOW_MARKER: &str = "overflow";
-
-/// `src_*` is the local socket, `dst_*` the peer; `role` says which of them
-/// connected. An aggregated port (the client's, under --flows.ports=server)
-/// is empty, which Prometheus stores as no label at all.
-enum FlowLabels<'a> {
-    Flow(&'a Flow),
-    /// `src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow"`.
-    Overflow,
-}
-
-impl EncodeLabelSet for FlowLabels<'_> {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
-        match self {
-            FlowLabels::Flow(flow) => {
-                label(encoder, "src_ip", flow.local.ip())?;
-                label(encoder, "src_port", port_label(flow.local.port()))?;
-                label(encoder, "dst_ip", flow.remote.ip())?;
-                label(encoder, "dst_port", port_label(flow.remote.port()))?;
-                label(encoder, "role", flow.role.as_str())
-            }
-            FlowLabels::Overflow => {
-                label(encoder, "src_ip", OVERFLOW_MARKER)?;
-                label(encoder, "src_port", "")?;
-                label(encoder, "dst_ip", OVERFLOW_MARKER)?;
-                label(encoder, "dst_port", "")?;
-                label(encoder, "role", OVERFLOW_MARKER)
-            }
-        }
-    }
-}
-
-fn label(encoder: &mut LabelSetEncoder, key: &str, value: impl fmt::Display) -> fmt::Result {
-    let mut label = encoder.encode_label();
-    let mut key_encoder = label.encode_label_key()?;
-    key.encode(&mut key_encoder)?;
-    let mut value_encoder = key_encoder.encode_label_value()?;
-    write!(value_encoder, "{value}")?;
-    value_encoder.finish()
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::{Overflow, Role};
+    use crate::bpf::{FlowBytes, FlowKey, ROLE_CLIENT};
+    use crate::flows::Overflow;
     use crate::program_stats::ProgramStats;
+    use std::net::Ipv6Addr;
     use std::time::Duration;
+
+    fn table() -> FlowTable {
+        let mut table = FlowTable::new(10, u64::MAX);
+        let mut client = FlowKey {
+            family: libc::AF_INET as u16,
+            remote_port: 8080,
+            role: ROLE_CLIENT,
+            ..FlowKey::default()
+        };
+        client.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        client.remote_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let unknown = FlowKey {
+            family: libc::AF_INET6 as u16,
+            local_addr: Ipv6Addr::LOCALHOST.octets(),
+            remote_addr: Ipv6Addr::LOCALHOST.octets(),
+            local_port: 8080,
+            remote_port: 40001,
+            ..FlowKey::default()
+        };
+        for (key, sent, received) in [(client, 1234, 0), (unknown, 0, u64::MAX)] {
+            let value = FlowBytes {
+                sent,
+                received,
+                last_seen_ns: 1,
+            };
+            // SAFETY: Plain structs viewed as their bytes.
+            let (k, v) = unsafe { (plain::as_bytes(&key), plain::as_bytes(&value)) };
+            table.add(k, v);
+        }
+        table
+    }
 
     fn snapshot() -> Arc<Snapshot> {
         Arc::new(Snapshot {
-            flows: vec![
-                Flow {
-                    local: "127.0.0.1:0".parse().unwrap(),
-                    remote: "127.0.0.1:8080".parse().unwrap(),
-                    role: Role::Client,
-                    sent: 1234,
-                    received: 0,
-                    last_seen_ns: 1,
-                },
-                Flow {
-                    local: "[::1]:8080".parse().unwrap(),
-                    remote: "[::1]:40001".parse().unwrap(),
-                    role: Role::Unknown,
-                    sent: 0,
-                    received: 18_446_744_073_709_551_615,
-                    last_seen_ns: 2,
-                },
-            ],
+            flows: Vec::new(),
+            flow_count: 2,
             overflow_kernel: Overflow {
                 sent: 7,
                 received: 9,
@@ -236,7 +176,13 @@ mod tests {
 
     #[test]
     fn text_format_has_exact_flow_samples() {
-        let out = encode(snapshot(), &info(), ScrapeStats { errors: 2 }, Format::Text).unwrap();
+        let out = encode(
+            &table(),
+            snapshot(),
+            &info(),
+            ScrapeStats { errors: 2 },
+            Format::Text,
+        );
         for line in [
             "# TYPE tcp_flow_sent_bytes_total counter",
             r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="",dst_ip="127.0.0.1",dst_port="8080",role="client"} 1234"#,
@@ -274,13 +220,14 @@ mod tests {
     #[test]
     fn openmetrics_format_ends_with_eof() {
         let out = encode(
+            &table(),
             snapshot(),
             &info(),
             ScrapeStats::default(),
             Format::OpenMetrics,
-        )
-        .unwrap();
+        );
         assert!(out.ends_with("# EOF\n"), "{out}");
+        assert_eq!(out.matches("# EOF").count(), 1, "{out}");
         assert!(
             out.contains("# TYPE tcp_flow_sent_bytes counter\n# UNIT tcp_flow_sent_bytes bytes\n"),
             "{out}"

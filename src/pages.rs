@@ -65,7 +65,7 @@ fn wall_clock_ms(snapshot: &Snapshot, monotonic_ns: u64) -> u64 {
 pub fn flows_json(snapshot: &Snapshot, backend: &str, limit: Option<usize>) -> String {
     let view = FlowsView {
         backend,
-        total_flows: snapshot.flows.len(),
+        total_flows: snapshot.flow_count as usize,
         overflow: OverflowView {
             sent_bytes: snapshot.overflow().sent,
             received_bytes: snapshot.overflow().received,
@@ -122,7 +122,7 @@ td,th{{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left}}.n{{tex
 </body></html>
 "#,
         backend = backend,
-        total = snapshot.flows.len(),
+        total = snapshot.flow_count,
         overflow_sent = overflow.sent,
         overflow_received = overflow.received,
         metrics = html_escape(telemetry_path),
@@ -175,6 +175,7 @@ mod tests {
     fn snapshot() -> Snapshot {
         Snapshot {
             flows: vec![flow(1, 10), flow(2, 30), flow(3, 20), flow(0, 5)],
+            flow_count: 4,
             ..Snapshot::default()
         }
     }

@@ -83,7 +83,7 @@ pub(crate) fn encode(
             None,
             MetricType::Gauge,
         )?
-        .encode_gauge(&(snap.flows.len() as u64))?;
+        .encode_gauge(&snap.flow_count)?;
     encoder
         .encode_descriptor(
             "tcp_flow_exporter_flow_series_limit",
