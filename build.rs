@@ -1,11 +1,16 @@
-//! Compiles bpf/flow.bpf.c with clang and generates its Rust skeleton into OUT_DIR.
+//! Compiles the BPF programs with clang and generates their Rust skeletons
+//! into OUT_DIR: bpf/flow.bpf.c, the exporter's, and bpf/empty.bpf.c, the
+//! benchmarks' baseline.
 
 use std::env;
 use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SOURCE: &str = "bpf/flow.bpf.c";
+const SOURCES: [(&str, &str); 2] = [
+    ("bpf/flow.bpf.c", "flow.skel.rs"),
+    ("bpf/empty.bpf.c", "empty.skel.rs"),
+];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -17,22 +22,28 @@ fn main() {
     };
     let vmlinux = format!("vmlinux/{arch}");
 
-    SkeletonBuilder::new()
-        .source(SOURCE)
-        .clang_args([
-            "-I",
-            vmlinux.as_str(),
-            "-I",
-            "bpf",
-            "-Wall",
-            "-Werror",
-            "-O2",
-            "-g",
-        ])
-        .build_and_generate(out.join("flow.skel.rs"))
-        .unwrap_or_else(|e| panic!("building {SOURCE}: {e:#}"));
-
-    for path in [SOURCE, "bpf/flow.h", &format!("{vmlinux}/vmlinux.h")] {
+    for (source, skeleton) in SOURCES {
+        SkeletonBuilder::new()
+            .source(source)
+            .clang_args([
+                "-I",
+                vmlinux.as_str(),
+                "-I",
+                "bpf",
+                "-Wall",
+                "-Werror",
+                "-O2",
+                "-g",
+            ])
+            .build_and_generate(out.join(skeleton))
+            .unwrap_or_else(|e| panic!("building {source}: {e:#}"));
+        println!("cargo:rerun-if-changed={source}");
+    }
+    for path in [
+        "bpf/flow.h",
+        "bpf/filter.bpf.h",
+        &format!("{vmlinux}/vmlinux.h"),
+    ] {
         println!("cargo:rerun-if-changed={path}");
     }
 }

@@ -13,6 +13,19 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/flow.skel.rs"));
 }
 
+/// Empty programs on the send/recv hooks, the benchmarks' baseline
+/// (bpf/empty.bpf.c); the exporter never loads them.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
+    unused_imports,
+    unsafe_op_in_unsafe_fn
+)]
+pub mod empty {
+    include!(concat!(env!("OUT_DIR"), "/empty.skel.rs"));
+}
+
 pub use skel::types::{
     cidr_key as CidrKey, flow_bytes as FlowBytes, flow_key as FlowKey, probe_health as ProbeHealth,
     rodata as Rodata,
