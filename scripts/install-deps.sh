@@ -17,8 +17,9 @@ packages=(clang libelf-dev zlib1g-dev pkg-config make gcc)
 if [ "${1:-}" = "--test" ]; then
     # setpriv and unshare (util-linux) drive the privilege and BTF error tests;
     # ip (iproute2) builds the network namespace of the loopback filter test;
-    # headless chromium renders the landing page.
-    packages+=(util-linux iproute2 chromium)
+    # headless chromium renders the landing page; python3-venv holds the
+    # manifest validator of scripts/check-deploy.sh.
+    packages+=(util-linux iproute2 chromium python3-venv)
 fi
 
 missing=()

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what is missing and runs every check CI runs: formatting, clippy,
-# the unit and root integration tests on this machine's kernel, and the
-# kernel matrix (scripts/kernel-matrix.sh) on the kernels of tests/kernels.conf.
+# the offline checks of deploy/, prometheus/, grafana/ and the container
+# files (scripts/check-deploy.sh), the unit and root integration tests on
+# this machine's kernel (with a real Prometheus and headless Chromium), and
+# the kernel matrix (scripts/kernel-matrix.sh) on the kernels of
+# tests/kernels.conf.
 # Root tests run as root (through sudo when you are not root).
 #
 #   TFE_MATRIX=0 scripts/test.sh   skips the kernel matrix (never in CI)
@@ -14,6 +17,7 @@ export PROMTOOL="$prometheus_bin/promtool" PROMETHEUS="$prometheus_bin/prometheu
 
 cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings
+scripts/check-deploy.sh
 
 if [ "$(id -u)" -ne 0 ]; then
     # Build as you, run each test binary as root.
