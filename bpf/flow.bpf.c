@@ -67,19 +67,20 @@ struct {
 	__type(value, struct flow_bytes);
 } flow_overflow SEC(".maps");
 
-/* Role (enum flow_role) of every TCP socket that connected or was accepted
- * while the exporter runs, keyed by the socket's address. Written on the
- * state change that reveals the role, deleted when the socket is destroyed:
- * not at TCP_CLOSE, because an application still reads queued data after
- * that (shutdown(SHUT_WR) and read to EOF, or data followed by a reset).
+/* Every TCP socket that connected or was accepted while the exporter runs,
+ * keyed by the socket's address: its role (enum flow_role) and, for the
+ * socket backend, its byte positions. Written on the state change that
+ * reveals the role, deleted when the socket is destroyed: not at TCP_CLOSE,
+ * because an application still reads queued data after that
+ * (shutdown(SHUT_WR) and read to EOF, or data followed by a reset).
  * Allocated on insert, so its memory follows the live connections. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SOCKETS_MAX_DEFAULT);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
-	__type(value, __u8);
-} socket_roles SEC(".maps");
+	__type(value, struct socket_state);
+} sockets SEC(".maps");
 
 /* kprobe backend only: the socket a thread passed to tcp_*msg / tcp_sendpage,
  * kept from entry to return. NULL means "this call is not counted" (MSG_PEEK). */
@@ -102,6 +103,22 @@ static __always_inline struct probe_health *health(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&probe_health, &zero);
+}
+
+static __always_inline void count_socket_insert(void)
+{
+	struct probe_health *h = health();
+
+	if (h)
+		__sync_fetch_and_add(&h->socket_inserts, 1);
+}
+
+static __always_inline void count_socket_untracked(void)
+{
+	struct probe_health *h = health();
+
+	if (h)
+		__sync_fetch_and_add(&h->sockets_untracked, 1);
 }
 
 static __always_inline bool ipv6_addr_v4mapped(const __u32 w[4])
@@ -149,31 +166,54 @@ static __always_inline bool flow_key_from_sock(struct sock *sk, struct flow_key 
 	return true;
 }
 
-static __always_inline void add_bytes(struct flow_bytes *counters, __u64 bytes, bool sent)
-{
-	if (sent)
-		__sync_fetch_and_add(&counters->sent, bytes);
-	else
-		__sync_fetch_and_add(&counters->received, bytes);
-}
-
 static __always_inline __u8 socket_role(struct sock *sk)
 {
 	__u64 id = (__u64)sk;
-	__u8 *role = bpf_map_lookup_elem(&socket_roles, &id);
+	struct socket_state *s = bpf_map_lookup_elem(&sockets, &id);
 
-	return role ? *role : ROLE_UNKNOWN;
+	return s ? s->role : ROLE_UNKNOWN;
 }
 
-/* The accounting body every hook shares. `ret` is the socket call's return
- * value: negative for errors, 0 for nothing moved. */
-static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
+/* Adds bytes to a flow of the table user space is not draining. */
+static __always_inline void add_to_flow(const struct flow_key *key, __u64 sent, __u64 received)
 {
-	struct flow_key key __attribute__((aligned(8))) = {};
 	struct flow_bytes *counters, fresh = {};
 	__u32 zero = 0;
 	void *flows;
 	__u64 now;
+
+	flows = bpf_map_lookup_elem(&active_flows, &zero);
+	if (!flows)
+		return; /* slot 0 always holds a table */
+	now = bpf_ktime_get_ns();
+	counters = bpf_map_lookup_elem(flows, key);
+	if (!counters) {
+		fresh.last_seen_ns = now;
+		fresh.sent = sent;
+		fresh.received = received;
+		if (bpf_map_update_elem(flows, key, &fresh, BPF_NOEXIST) == 0)
+			return;
+		/* Either another CPU created the flow first (-EEXIST), or the table
+		 * is full (-E2BIG / -ENOMEM). A second lookup tells the two apart. */
+		counters = bpf_map_lookup_elem(flows, key);
+		if (!counters) {
+			counters = bpf_map_lookup_elem(&flow_overflow, &zero);
+			if (!counters)
+				return;
+		}
+	}
+	if (sent)
+		__sync_fetch_and_add(&counters->sent, sent);
+	if (received)
+		__sync_fetch_and_add(&counters->received, received);
+	counters->last_seen_ns = now;
+}
+
+/* The accounting body every per-event hook shares. `ret` is the socket
+ * call's return value: negative for errors, 0 for nothing moved. */
+static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
+{
+	struct flow_key key __attribute__((aligned(8))) = {};
 
 	if (ret <= 0 || !sk || !flow_key_from_sock(sk, &key))
 		return;
@@ -181,32 +221,10 @@ static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
 	if (!flow_selected(&key))
 		return;
 	aggregate_ports(&key);
-
-	flows = bpf_map_lookup_elem(&active_flows, &zero);
-	if (!flows)
-		return; /* slot 0 always holds a table */
-	now = bpf_ktime_get_ns();
-	counters = bpf_map_lookup_elem(flows, &key);
-	if (!counters) {
-		fresh.last_seen_ns = now;
-		if (sent)
-			fresh.sent = ret;
-		else
-			fresh.received = ret;
-		if (bpf_map_update_elem(flows, &key, &fresh, BPF_NOEXIST) == 0)
-			return;
-		/* Either another CPU created the flow first (-EEXIST), or the table
-		 * is full (-E2BIG / -ENOMEM). A second lookup tells the two apart. */
-		counters = bpf_map_lookup_elem(flows, &key);
-		if (!counters) {
-			counters = bpf_map_lookup_elem(&flow_overflow, &zero);
-			if (!counters)
-				return;
-		}
-	}
-	add_bytes(counters, ret, sent);
-	counters->last_seen_ns = now;
+	add_to_flow(&key, sent ? ret : 0, sent ? 0 : ret);
 }
+
+#include "sockets.bpf.h"
 
 /* ---- connection roles --------------------------------------------------
  * inet_sock_set_state fires on every TCP state change (Linux 4.16+). A socket
@@ -219,29 +237,35 @@ static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	struct probe_health *h;
+	struct socket_state fresh = {}, *s;
 	__u64 id = (__u64)sk;
-	__u8 role;
 
-	if (newstate == TCP_SYN_SENT)
-		role = ROLE_CLIENT;
-	else if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN)
-		role = ROLE_SERVER;
-	else
-		return 0;
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
+	if (newstate == TCP_SYN_SENT)
+		fresh.role = ROLE_CLIENT;
+	else if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN)
+		fresh.role = ROLE_SERVER;
+	else {
+		if (count_sockets)
+			socket_state_changed(sk, bpf_map_lookup_elem(&sockets, &id), oldstate,
+					     newstate);
+		return 0;
+	}
 
-	h = health();
-	if (bpf_map_update_elem(&socket_roles, &id, &role, BPF_NOEXIST) == 0) {
-		if (h)
-			__sync_fetch_and_add(&h->socket_inserts, 1);
+	if (bpf_map_update_elem(&sockets, &id, &fresh, BPF_NOEXIST) == 0) {
+		count_socket_insert();
 		return 0;
 	}
 	/* The address of a socket destroyed before the exporter started, or a
-	 * reconnect of the same socket: overwrite. Failing that, the map is full. */
-	if (bpf_map_update_elem(&socket_roles, &id, &role, BPF_EXIST) != 0 && h)
-		__sync_fetch_and_add(&h->sockets_untracked, 1);
+	 * reconnect of the same socket after tcp_disconnect(). */
+	s = bpf_map_lookup_elem(&sockets, &id);
+	if (s && count_sockets && fresh.role == ROLE_CLIENT && (s->flags & SOCKET_COUNTING)) {
+		socket_reconnecting(sk, s);
+		return 0;
+	}
+	if (bpf_map_update_elem(&sockets, &id, &fresh, BPF_EXIST) != 0)
+		count_socket_untracked();
 	return 0;
 }
 
@@ -251,9 +275,15 @@ SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tp_tcp_destroy_sock, struct sock *sk)
 {
 	struct probe_health *h;
+	struct socket_state *s;
 	__u64 id = (__u64)sk;
 
-	if (bpf_map_delete_elem(&socket_roles, &id) == 0) {
+	if (count_sockets) {
+		s = bpf_map_lookup_elem(&sockets, &id);
+		if (s && (s->flags & SOCKET_COUNTING))
+			finish(sk, s);
+	}
+	if (bpf_map_delete_elem(&sockets, &id) == 0) {
 		h = health();
 		if (h)
 			__sync_fetch_and_add(&h->socket_deletes, 1);

@@ -42,6 +42,29 @@ struct flow_bytes {
 	__u64 last_seen_ns;
 };
 
+/* socket_state.flags */
+#define SOCKET_COUNTING 1    /* key and start positions are set */
+#define SOCKET_IGNORED 2     /* --filter.* excludes it, or it is not TCP/IP */
+#define SOCKET_SEND_FROZEN 4 /* sent_frozen is final: a FIN is queued or it closed */
+#define SOCKET_CLOSED 8      /* received_at_close is set */
+#define SOCKET_REUSED 16     /* reconnecting after tcp_disconnect() */
+
+/* One entry per TCP socket in the socket map, keyed by its address. The
+ * per-event backends only use `role`; the socket backend (sockets.bpf.h)
+ * keeps the connection's byte positions here too. */
+struct socket_state {
+	struct flow_key key;      /* with the filter and port aggregation applied */
+	__u64 sent_base;          /* send position when counting started */
+	__u64 received_base;      /* receive position when counting started */
+	__u64 sent_reported;      /* bytes already added to the flow table */
+	__u64 received_reported;
+	__u64 sent_frozen;        /* send position before the FIN, or at close */
+	__u64 received_at_close;  /* receive position at TCP_CLOSE */
+	__u8 role;                /* enum flow_role */
+	__u8 flags;               /* SOCKET_* */
+	__u8 pad[6];
+};
+
 /* Key of the --filter.cidr.* tries: every address as IPv6, IPv4 as
  * ::ffff:a.b.c.d, so one trie serves both families. */
 struct cidr_key {

@@ -142,6 +142,11 @@ impl Cli {
 pub enum ProbeChoice {
     /// Try tracepoint, fentry and kprobe in that order; use the first that attaches.
     Auto,
+    /// No program per send or receive: read each socket's own byte positions
+    /// at state changes, at close and at every scrape (iter/tcp, Linux 5.10+).
+    /// Live connections are seen in the exporter's own network namespace only;
+    /// those in others are reported when they close.
+    Socket,
     /// tp_btf on sock:sock_send_length / sock:sock_recv_length (Linux 6.5+).
     Tracepoint,
     /// fexit on tcp_sendmsg / tcp_recvmsg (and tcp_sendpage before Linux 6.5).

@@ -19,6 +19,7 @@ use crate::bpf::ProbeHealth;
 use crate::flow_table::FlowTable;
 use crate::flows::{monotonic_now_ns, value_from, Overflow, Snapshot};
 use crate::map_reader::{read_percpu_slot, take_hash_map};
+use crate::socket_walk::SocketWalker;
 
 /// The maps the exporter reads.
 #[derive(Debug)]
@@ -31,6 +32,9 @@ pub struct FlowMaps {
     pub health: MapHandle,
     /// max_entries of each flow table.
     pub capacity: u32,
+    /// The socket backend's iterator: live connections report their bytes
+    /// when it walks them.
+    pub walker: Option<SocketWalker>,
 }
 
 /// Kernel counters that only grow, summed over CPUs.
@@ -63,6 +67,11 @@ impl Collector {
         // The object starts with flows_even in the slot; say so explicitly,
         // so `writing` is right whatever the object's initial value.
         collector.point_probes_at(0)?;
+        // The socket backend counts a connection older than the exporter from
+        // the first walk that meets it: walk now, so that is start-up.
+        if let Some(walker) = &collector.maps.walker {
+            walker.walk()?;
+        }
         Ok(collector)
     }
 
@@ -93,6 +102,9 @@ impl Collector {
     /// the flows themselves, which stay in [`Collector::table`].
     pub fn refresh(&mut self) -> io::Result<Snapshot> {
         let started = Instant::now();
+        if let Some(walker) = &self.maps.walker {
+            walker.walk()?;
+        }
         self.drain()?;
         let now = monotonic_now_ns();
         self.table.expire(now);

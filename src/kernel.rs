@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use libbpf_rs::btf::types::{Func, FuncProto, Typedef};
+use libbpf_rs::btf::types::{Func, FuncProto, Struct, Typedef};
 use libbpf_rs::btf::{Btf, ReferencesType};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -17,6 +17,9 @@ pub struct KernelFeatures {
     pub tcp_sendpage: bool,
     /// tcp_recvmsg() still takes `int nonblock` before `flags` (before 5.19).
     pub tcp_recvmsg_has_nonblock: bool,
+    /// The tcp BPF iterator locks each socket while its program runs (batched
+    /// iterator, struct bpf_tcp_iter_state, Linux 5.15+).
+    pub tcp_iterator_locks_sockets: bool,
 }
 
 impl KernelFeatures {
@@ -34,6 +37,9 @@ impl KernelFeatures {
                 .is_some(),
             tcp_sendpage: btf.type_by_name::<Func<'_>>("tcp_sendpage").is_some(),
             tcp_recvmsg_has_nonblock: proto.len() == 6,
+            tcp_iterator_locks_sockets: btf
+                .type_by_name::<Struct<'_>>("bpf_tcp_iter_state")
+                .is_some(),
         })
     }
 }

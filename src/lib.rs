@@ -23,3 +23,4 @@ pub mod privileges;
 pub mod probe;
 pub mod program_stats;
 mod self_metrics;
+pub mod socket_walk;

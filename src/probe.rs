@@ -18,22 +18,31 @@ use crate::collector::FlowMaps;
 use crate::filter::{cidr_key, FlowFilter};
 use crate::kernel::KernelFeatures;
 use crate::program_stats::ProgramHandle;
+use crate::socket_walk::SocketWalker;
 
 /// A set of hooks that together count every send and receive.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Backend {
+    Socket,
     Tracepoint,
     Fentry,
     Kprobe,
 }
 
 impl Backend {
-    /// Cheapest first: one tp_btf program per direction, then fexit
-    /// trampolines, then kprobe/kretprobe pairs with a map between them.
-    pub const BY_COST: [Backend; 3] = [Backend::Tracepoint, Backend::Fentry, Backend::Kprobe];
+    /// What `--probe=auto` tries, cheapest first: one tp_btf program per
+    /// direction, then fexit trampolines, then kprobe/kretprobe pairs with a
+    /// map between them.
+    ///
+    /// The socket backend costs nothing per event but is opt-in: iter/tcp
+    /// walks only the exporter's own network namespace, so a connection in
+    /// another one (a pod's, when the exporter runs in its own) is reported
+    /// when it closes, and one older than the exporter not at all.
+    pub const AUTO: [Backend; 3] = [Backend::Tracepoint, Backend::Fentry, Backend::Kprobe];
 
     pub fn name(self) -> &'static str {
         match self {
+            Backend::Socket => "socket",
             Backend::Tracepoint => "tracepoint",
             Backend::Fentry => "fentry",
             Backend::Kprobe => "kprobe",
@@ -45,6 +54,8 @@ impl Backend {
     pub fn programs(self, features: &KernelFeatures) -> Result<Vec<&'static str>, String> {
         let recv_nonblock = features.tcp_recvmsg_has_nonblock;
         let programs = match self {
+            // The state-change programs (ROLE_PROGRAMS) do the counting.
+            Backend::Socket => vec![SOCKET_ITERATOR],
             Backend::Tracepoint => {
                 if !features.sock_length_tracepoints {
                     return Err("the kernel has no sock:sock_send_length tracepoint \
@@ -92,6 +103,9 @@ impl Backend {
 /// Attached with every backend: they learn each connection's role.
 /// tp_btf needs no trampoline, so they attach wherever kernel BTF exists.
 const ROLE_PROGRAMS: [&str; 2] = ["tp_inet_sock_set_state", "tp_tcp_destroy_sock"];
+
+/// The socket backend's iter/tcp program, run by every scrape.
+pub const SOCKET_ITERATOR: &str = "iter_tcp_sockets";
 
 /// What the loaded object counts and how much room it has.
 #[derive(Clone, Debug)]
@@ -171,6 +185,7 @@ impl Probe {
         debug!(?features, "kernel features");
         let explicit = match choice {
             ProbeChoice::Auto => None,
+            ProbeChoice::Socket => Some(Backend::Socket),
             ProbeChoice::Tracepoint => Some(Backend::Tracepoint),
             ProbeChoice::Fentry => Some(Backend::Fentry),
             ProbeChoice::Kprobe => Some(Backend::Kprobe),
@@ -179,7 +194,7 @@ impl Probe {
             return Self::try_backend(backend, &features, config);
         }
         let mut reasons = Vec::new();
-        for backend in Backend::BY_COST {
+        for backend in Backend::AUTO {
             match Self::try_backend(backend, &features, config) {
                 Ok(probe) => return Ok(probe),
                 Err(e) => {
@@ -194,7 +209,7 @@ impl Probe {
     /// Creates the maps without loading any program: for tests and
     /// benchmarks that plant flows from user space.
     pub fn maps_only(config: &ProbeConfig) -> Result<Probe, ProbeError> {
-        Self::load(Backend::Tracepoint, &[], config)
+        Self::load(Backend::Tracepoint, &[], config, false)
     }
 
     /// Loads and attaches `backend`'s programs.
@@ -207,13 +222,19 @@ impl Probe {
             .programs(features)
             .map_err(|reason| ProbeError::Unsupported { backend, reason })?;
         wanted.extend(ROLE_PROGRAMS);
-        Self::load(backend, &wanted, config)
+        Self::load(
+            backend,
+            &wanted,
+            config,
+            features.tcp_iterator_locks_sockets,
+        )
     }
 
     fn load(
         backend: Backend,
         wanted: &[&'static str],
         config: &ProbeConfig,
+        iterator_locks_sockets: bool,
     ) -> Result<Probe, ProbeError> {
         let libbpf = |step: &str| {
             let step = step.to_owned();
@@ -239,7 +260,7 @@ impl Probe {
                 .map_err(libbpf("size the flow tables"))?;
         }
         open.maps
-            .socket_roles
+            .sockets
             .set_max_entries(config.sockets_max)
             .map_err(libbpf("size the socket map"))?;
         for (trie, nets) in [
@@ -249,12 +270,14 @@ impl Probe {
             trie.set_max_entries(nets.len().max(1) as u32)
                 .map_err(libbpf("size the CIDR filters"))?;
         }
-        filter.write_rodata(
-            open.maps
-                .rodata_data
-                .as_deref_mut()
-                .expect("the object has read-only data"),
-        );
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the object has read-only data");
+        filter.write_rodata(rodata);
+        rodata.count_sockets = backend == Backend::Socket;
+        rodata.report_at_close = backend == Backend::Socket && iterator_locks_sockets;
         if backend != Backend::Kprobe {
             // Only the kprobe backend carries sockets from entry to return.
             open.maps
@@ -353,7 +376,19 @@ impl Probe {
             overflow: MapHandle::try_from(&self.skel.maps.flow_overflow)?,
             health: MapHandle::try_from(&self.skel.maps.probe_health)?,
             capacity: self.capacity,
+            walker: self.socket_walker()?,
         })
+    }
+}
+
+impl Probe {
+    /// A walker over the socket backend's iterator, if that is the backend.
+    fn socket_walker(&self) -> Result<Option<SocketWalker>, libbpf_rs::Error> {
+        let Some(program) = self.programs.iter().find(|p| p.name == SOCKET_ITERATOR) else {
+            return Ok(None);
+        };
+        let link = program._link.as_fd().try_clone_to_owned()?;
+        Ok(Some(SocketWalker::new(link)))
     }
 }
 

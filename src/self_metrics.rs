@@ -35,16 +35,12 @@ pub(crate) fn encode(
     // (map label, entries, capacity)
     let maps = [
         ("flows", snap.table_entries, u64::from(info.flows_max)),
-        (
-            "socket_roles",
-            snap.sockets_tracked,
-            u64::from(info.sockets_max),
-        ),
+        ("sockets", snap.sockets_tracked, u64::from(info.sockets_max)),
     ];
     let mut entries = encoder.encode_descriptor(
         "tcp_flow_exporter_map_entries",
         "Entries in a BPF map: for flows, what the kernel flow table held when last drained \
-         (drains run once a second and at every scrape); for socket_roles, the connections \
+         (drains run once a second and at every scrape); for sockets, the connections \
          whose role the kernel remembers.",
         None,
         MetricType::Gauge,
@@ -68,7 +64,7 @@ pub(crate) fn encode(
     let mut fill = encoder.encode_descriptor(
         "tcp_flow_exporter_map_fill_ratio",
         "Entries over capacity of a BPF map. At 1, new flows go to the overflow flow \
-         (flows) or new connections get role unknown (socket_roles).",
+         (flows) or new connections get role unknown (sockets).",
         None,
         MetricType::Gauge,
     )?;

@@ -303,3 +303,109 @@ fn root_concurrent_blocked_receivers_are_counted_or_reported() {
         assert_eq!((uncounted, missed), (0, 0));
     }
 }
+
+/// Sets SO_LINGER to {on, 0 s}: close() then resets the connection at once
+/// (tcp_disconnect) instead of sending a FIN.
+fn linger_zero(socket: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a valid fd and a correctly sized option.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn root_fin_and_end_of_stream_are_not_bytes() {
+    if !root_or_skip("root_fin_and_end_of_stream_are_not_bytes") {
+        return;
+    }
+    // Both ends shut down their sending side and read the other's to EOF: a
+    // FIN takes a sequence number on each side, but it is not payload.
+    let exporter = Exporter::start(&[]);
+    let mut pair = Pair::on("127.0.0.1");
+    let (client, server) = (pair.client_flow(), pair.server_flow());
+    pair.client.write_all(&traffic::payload(3_000)).unwrap();
+    pair.client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    pair.server.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), 3_000);
+    pair.server.write_all(&traffic::payload(4_000)).unwrap();
+    pair.server.shutdown(std::net::Shutdown::Write).unwrap();
+    got.clear();
+    pair.client.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), 4_000);
+    // Both sockets are in TCP_CLOSE now, still open in this process. The
+    // per-event backends have counted every read; the socket backend's
+    // iterator no longer sees them, and reports the reads made after the
+    // connection closed when the sockets are destroyed.
+    if common::probe_under_test() != "socket" {
+        let scrape = exporter.scrape();
+        assert_flow(&scrape, client, 3_000, 4_000);
+        assert_flow(&scrape, server, 4_000, 3_000);
+    }
+    drop(pair);
+    let scrape = exporter.scrape();
+    assert_flow(&scrape, client, 3_000, 4_000);
+    assert_flow(&scrape, server, 4_000, 3_000);
+}
+
+#[test]
+fn root_unread_data_dropped_by_a_reset_is_not_received() {
+    if !root_or_skip("root_unread_data_dropped_by_a_reset_is_not_received") {
+        return;
+    }
+    // The server reads 1,000 of 5,000 bytes and closes: Linux answers the
+    // unread data with a reset and drops it. The client sent 5,000; the
+    // server application received 1,000.
+    let exporter = Exporter::start(&[]);
+    let mut pair = Pair::on("127.0.0.1");
+    let (client, server) = (pair.client_flow(), pair.server_flow());
+    pair.client.write_all(&traffic::payload(5_000)).unwrap();
+    traffic::read_exactly(&mut pair.server, 1_000);
+    // Everything has arrived in the server's receive queue before it closes.
+    while traffic::peek(&pair.server, 4_000) < 4_000 {}
+    drop(pair.server);
+    let mut rest = Vec::new();
+    let _ = pair.client.read_to_end(&mut rest); // ECONNRESET
+    drop(pair.client);
+    let scrape = exporter.scrape();
+    assert_flow(&scrape, client, 5_000, 0);
+    assert_flow(&scrape, server, 0, 1_000);
+}
+
+#[test]
+fn root_abortive_close_counts_what_was_moved() {
+    if !root_or_skip("root_abortive_close_counts_what_was_moved") {
+        return;
+    }
+    // SO_LINGER 0: close() goes through tcp_disconnect(), which resets the
+    // socket's sequence state. Both ends have read everything first, and
+    // the client has even read the server's FIN.
+    let exporter = Exporter::start(&[]);
+    let mut pair = Pair::on("127.0.0.1");
+    let (client, server) = (pair.client_flow(), pair.server_flow());
+    pair.exchange(2_500, 1_500);
+    pair.server.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    pair.client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    linger_zero(&pair.client);
+    drop(pair.client);
+    let mut rest = Vec::new();
+    let _ = pair.server.read_to_end(&mut rest); // reset
+    drop(pair.server);
+    let scrape = exporter.scrape();
+    assert_flow(&scrape, client, 2_500, 1_500);
+    assert_flow(&scrape, server, 1_500, 2_500);
+}
