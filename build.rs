@@ -42,7 +42,7 @@ fn main() {
     for path in [
         "bpf/flow.h",
         "bpf/filter.bpf.h",
-        "bpf/sockets.bpf.h",
+        "bpf/socket_backend.bpf.h",
         &format!("{vmlinux}/vmlinux.h"),
     ] {
         println!("cargo:rerun-if-changed={path}");

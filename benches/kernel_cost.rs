@@ -1,10 +1,13 @@
-//! The exporter's cost on the data path: kernel time per send/recv event of
-//! its programs against empty programs on the same hooks, and loopback
-//! throughput with and without it. Needs root; `scripts/bench.sh` runs it.
-//! Not part of the test pass/fail.
+//! The exporter's cost on the data path, per backend: kernel time of all its
+//! programs per send/recv event and per connection, against empty programs
+//! on the same hooks measured in the same run; the socket backend's walk per
+//! socket; and loopback throughput with and without the exporter. Needs
+//! root. Not part of the test pass/fail.
 //!
-//!   cargo bench --bench kernel_cost               both
-//!   cargo bench --bench kernel_cost -- events     only the per-event cost
+//!   cargo bench --bench kernel_cost                         everything, socket and auto
+//!   cargo bench --bench kernel_cost -- events socket        one part, one backend
+//!
+//! Parts: events, connections, walk, throughput.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -18,25 +21,38 @@ use std::time::{Duration, Instant};
 use common::traffic::Pair;
 use common::{Exporter, Scrape};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::Link;
 use tcp_flow_exporter::bpf::empty::EmptySkelBuilder;
 use tcp_flow_exporter::program_stats::{self, ProgramHandle};
 
 fn main() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("the kernel cost benchmarks load BPF: run them as root (scripts/bench.sh)");
+        eprintln!("the kernel cost benchmarks load BPF: run them as root");
         std::process::exit(1);
     }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let only = |name: &str| args.is_empty() || args[0] == name;
+    let part = args.first().map(String::as_str);
+    let backends: Vec<&str> = match args.get(1) {
+        Some(b) => vec![b.as_str()],
+        None => vec!["socket", "auto"],
+    };
+    let only = |name: &str| part.is_none() || part == Some(name);
+    let _stats = program_stats::enable().expect("BPF_ENABLE_STATS (Linux 5.8+)");
     if only("events") {
-        events();
+        events(&backends);
+    }
+    if only("connections") {
+        connections(&backends);
+    }
+    if only("walk") {
+        walk();
     }
     if only("throughput") {
-        throughput();
+        throughput(&backends);
     }
 }
 
@@ -65,44 +81,20 @@ fn exporter_stats(scrape: &Scrape, program: &str) -> (u64, u64) {
     (runs, (seconds * 1e9).round() as u64)
 }
 
-/// Per-event kernel time of the exporter's send and recv programs and of
-/// empty programs attached to the same hooks at the same time, so both see
-/// exactly the same events, under 64-byte ping-pong over loopback.
-fn events() {
-    let _stats = program_stats::enable().expect("BPF_ENABLE_STATS (Linux 5.8+)");
-    let exporter = Exporter::start_raw(&[]);
-    let backend = exporter
-        .scrape()
-        .text
-        .lines()
-        .find_map(|l| l.split("backend=\"").nth(1))
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
-    let (ours, empties) = match backend.as_str() {
-        "tracepoint" => (
-            ["tp_sock_send_length", "tp_sock_recv_length"],
-            ["empty_tp_send", "empty_tp_recv"],
-        ),
-        "fentry" => (
-            ["fexit_tcp_sendmsg", "fexit_tcp_recvmsg"],
-            ["empty_fexit_send", "empty_fexit_recv"],
-        ),
-        other => panic!("no empty twin for the {other} backend"),
-    };
-
-    let mut storage = MaybeUninit::uninit();
-    let mut open = EmptySkelBuilder::default().open(&mut storage).unwrap();
+/// The empty programs `names` (bpf/empty.bpf.c), attached; their links
+/// must outlive the measurement.
+fn empty_programs(names: &[&'static str]) -> (Vec<Link>, Vec<ProgramHandle>) {
+    let storage = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = EmptySkelBuilder::default().open(storage).unwrap();
     for mut prog in open.open_object_mut().progs_mut() {
         let name = prog.name().to_string_lossy().into_owned();
-        prog.set_autoload(empties.contains(&name.as_str()));
+        prog.set_autoload(names.contains(&name.as_str()));
     }
-    let skel = open.load().expect("load the empty programs");
-    let mut links = Vec::new();
-    let mut handles = Vec::new();
+    let skel = Box::leak(Box::new(open.load().expect("load the empty programs")));
+    let (mut links, mut handles) = (Vec::new(), Vec::new());
     for prog in skel.object().progs_mut() {
         let name = prog.name().to_string_lossy().into_owned();
-        if let Some(&empty) = empties.iter().find(|e| **e == name) {
+        if let Some(&empty) = names.iter().find(|e| **e == name) {
             links.push(prog.attach().expect("attach an empty program"));
             handles.push(ProgramHandle {
                 name: empty,
@@ -110,38 +102,137 @@ fn events() {
             });
         }
     }
-    handles.sort_by_key(|h| empties.iter().position(|e| *e == h.name));
+    (links, handles)
+}
 
-    let before_ours: Vec<_> = {
-        let s = exporter.scrape();
-        ours.iter().map(|p| exporter_stats(&s, p)).collect()
-    };
-    let before_empty: Vec<_> = handles.iter().map(stats).collect();
-    let mut pair = Pair::on("127.0.0.1");
-    let mut buf = [0u8; 64];
-    const ROUNDS: usize = 200_000;
-    for _ in 0..ROUNDS {
-        pair.client.write_all(&buf).unwrap();
-        pair.server.read_exact(&mut buf).unwrap();
-        pair.server.write_all(&buf).unwrap();
-        pair.client.read_exact(&mut buf).unwrap();
-    }
-    let after = exporter.scrape();
-    println!("| hook | events | exporter ns/event | empty ns/event | ratio |");
+/// Sum of (runs, ns) over `handles`.
+fn empty_totals(handles: &[ProgramHandle]) -> (u64, u64) {
+    handles
+        .iter()
+        .map(stats)
+        .fold((0, 0), |(r, n), (r2, n2)| (r + r2, n + n2))
+}
+
+/// Sum of (runs, ns) over every program the exporter attached.
+fn exporter_totals(scrape: &Scrape) -> (u64, u64) {
+    scrape
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix(r#"tcp_flow_exporter_program_attached{program=""#))
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .map(|p| exporter_stats(scrape, &p))
+        .fold((0, 0), |(r, n), (r2, n2)| (r + r2, n + n2))
+}
+
+fn backend_of(exporter: &Exporter) -> String {
+    exporter
+        .scrape()
+        .text
+        .lines()
+        .find_map(|l| l.split("backend=\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned()
+}
+
+/// Kernel time of all the exporter's programs per send/recv event, under
+/// 64-byte ping-pong over loopback, against empty programs on the send/recv
+/// hooks, which also count the events. Two scrapes bracket the run, so the
+/// socket backend's walks are in its figure.
+fn events(backends: &[&str]) {
+    println!("| backend | send/recv events | exporter ns/event (all programs) | empty ns/event | ratio |");
     println!("|---|---|---|---|---|");
-    for (i, handle) in handles.iter().enumerate() {
-        let (runs, ns) = exporter_stats(&after, ours[i]);
-        let (runs, ns) = (runs - before_ours[i].0, ns - before_ours[i].1);
-        let (eruns, ens) = stats(handle);
-        let (eruns, ens) = (eruns - before_empty[i].0, ens - before_empty[i].1);
-        let (per, eper) = (ns as f64 / runs as f64, ens as f64 / eruns as f64);
+    for backend in backends {
+        let exporter = Exporter::start_raw(&[&format!("--probe={backend}")]);
+        let name = backend_of(&exporter);
+        let (_links, handles) = empty_programs(&["empty_tp_send", "empty_tp_recv"]);
+        let ours_before = exporter_totals(&exporter.scrape());
+        let empty_before = empty_totals(&handles);
+        let mut pair = Pair::on("127.0.0.1");
+        let mut buf = [0u8; 64];
+        const ROUNDS: usize = 200_000;
+        for _ in 0..ROUNDS {
+            pair.client.write_all(&buf).unwrap();
+            pair.server.read_exact(&mut buf).unwrap();
+            pair.server.write_all(&buf).unwrap();
+            pair.client.read_exact(&mut buf).unwrap();
+        }
+        let ours = exporter_totals(&exporter.scrape());
+        let empty = empty_totals(&handles);
+        let events = empty.0 - empty_before.0;
+        let per = (ours.1 - ours_before.1) as f64 / events as f64;
+        let eper = (empty.1 - empty_before.1) as f64 / events as f64;
         println!(
-            "| {} ({backend}) | {runs} | {per:.1} | {eper:.1} | {:.2}x |",
-            ours[i],
+            "| {name} | {events} | {per:.1} | {eper:.1} | {:.2}x |",
             per / eper
         );
     }
-    drop(links);
+}
+
+/// Kernel time of all the exporter's programs per short connection (connect,
+/// 64 bytes each way, close, both ends on this node), against empty programs
+/// on the state-change and destroy hooks.
+fn connections(backends: &[&str]) {
+    println!("| backend | connections | exporter ns/connection | empty ns/connection (state changes + destroys) | ratio |");
+    println!("|---|---|---|---|---|");
+    const CONNECTIONS: usize = 5_000;
+    for backend in backends {
+        let exporter = Exporter::start_raw(&[&format!("--probe={backend}")]);
+        let name = backend_of(&exporter);
+        let (_links, handles) = empty_programs(&["empty_set_state", "empty_destroy_sock"]);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let ours_before = exporter_totals(&exporter.scrape());
+        let empty_before = empty_totals(&handles);
+        for _ in 0..CONNECTIONS {
+            common::traffic::short_connection(&listener, target, 64, 64);
+        }
+        let ours = exporter_totals(&exporter.scrape());
+        let empty = empty_totals(&handles);
+        let per = (ours.1 - ours_before.1) as f64 / CONNECTIONS as f64;
+        let eper = (empty.1 - empty_before.1) as f64 / CONNECTIONS as f64;
+        println!(
+            "| {name} | {CONNECTIONS} | {per:.0} | {eper:.0} | {:.2}x |",
+            per / eper
+        );
+    }
+}
+
+/// The socket backend's walk: iterator time per socket and scrape time with
+/// many open connections.
+fn walk() {
+    println!("| open connections | sockets walked per scrape | iterator ns/socket | scrape (median of 5) |");
+    println!("|---|---|---|---|");
+    for connections in [1_000usize, 10_000] {
+        let exporter = Exporter::start_raw(&["--probe=socket", "--flows.ports=all"]);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let pairs: Vec<Pair> = (0..connections)
+            .map(|_| {
+                let mut p = Pair::through(&listener, target);
+                p.exchange(1, 1);
+                p
+            })
+            .collect();
+        let program = "iter_tcp_sockets";
+        let mut times = Vec::new();
+        let before = exporter_stats(&exporter.scrape(), program);
+        for _ in 0..5 {
+            let started = Instant::now();
+            let _ = exporter.scrape();
+            times.push(started.elapsed().as_secs_f64());
+        }
+        let after = exporter_stats(&exporter.scrape(), program);
+        // Six walks between the two reads (five timed scrapes and the last).
+        let runs = (after.0 - before.0) as f64;
+        println!(
+            "| {connections} | {:.0} | {:.0} | {:.1} ms |",
+            runs / 6.0,
+            (after.1 - before.1) as f64 / runs,
+            median(times) * 1e3
+        );
+        drop(pairs);
+    }
 }
 
 /// Bytes per second over one loopback connection for `duration`, writing
@@ -181,7 +272,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Loopback throughput with the exporter attached and not, interleaved
 /// (the order alternates every round) so that drift hits both alike.
-fn throughput() {
+fn throughput(backends: &[&str]) {
+    for backend in backends {
+        println!("\nbackend {backend}:");
+        throughput_of(backend);
+    }
+}
+
+fn throughput_of(backend: &str) {
     const ROUNDS: usize = 15;
     let run = Duration::from_millis(400);
     println!("| write size | without exporter, median (min-max) | with exporter, median (min-max) | with / without |");
@@ -191,7 +289,7 @@ fn throughput() {
         for round in 0..ROUNDS {
             for attached in [round % 2 == 0, round % 2 != 0] {
                 if attached {
-                    let _exporter = Exporter::start_raw(&[]);
+                    let _exporter = Exporter::start_raw(&[&format!("--probe={backend}")]);
                     on.push(loopback_rate(chunk, run));
                 } else {
                     off.push(loopback_rate(chunk, run));

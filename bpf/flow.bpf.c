@@ -67,10 +67,10 @@ struct {
 	__type(value, struct flow_bytes);
 } flow_overflow SEC(".maps");
 
-/* Every TCP socket that connected or was accepted while the exporter runs,
- * keyed by the socket's address: its role (enum flow_role) and, for the
- * socket backend, its byte positions. Written on the state change that
- * reveals the role, deleted when the socket is destroyed: not at TCP_CLOSE,
+/* Per-event backends: the role (enum flow_role) of every TCP socket that
+ * connected or was accepted while the exporter runs, keyed by the socket's
+ * address. Written on the state change that reveals the role, deleted when
+ * the socket is destroyed: not at TCP_CLOSE,
  * because an application still reads queued data after that
  * (shutdown(SHUT_WR) and read to EOF, or data followed by a reset).
  * Allocated on insert, so its memory follows the live connections. */
@@ -79,7 +79,7 @@ struct {
 	__uint(max_entries, SOCKETS_MAX_DEFAULT);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
-	__type(value, struct socket_state);
+	__type(value, __u8);
 } sockets SEC(".maps");
 
 /* kprobe backend only: the socket a thread passed to tcp_*msg / tcp_sendpage,
@@ -111,6 +111,14 @@ static __always_inline void count_socket_insert(void)
 
 	if (h)
 		__sync_fetch_and_add(&h->socket_inserts, 1);
+}
+
+static __always_inline void count_socket_delete(void)
+{
+	struct probe_health *h = health();
+
+	if (h)
+		__sync_fetch_and_add(&h->socket_deletes, 1);
 }
 
 static __always_inline void count_socket_untracked(void)
@@ -169,9 +177,9 @@ static __always_inline bool flow_key_from_sock(struct sock *sk, struct flow_key 
 static __always_inline __u8 socket_role(struct sock *sk)
 {
 	__u64 id = (__u64)sk;
-	struct socket_state *s = bpf_map_lookup_elem(&sockets, &id);
+	__u8 *role = bpf_map_lookup_elem(&sockets, &id);
 
-	return s ? s->role : ROLE_UNKNOWN;
+	return role ? *role : ROLE_UNKNOWN;
 }
 
 /* Adds bytes to a flow of the table user space is not draining. */
@@ -224,7 +232,6 @@ static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
 	add_to_flow(&key, sent ? ret : 0, sent ? 0 : ret);
 }
 
-#include "sockets.bpf.h"
 
 /* ---- connection roles --------------------------------------------------
  * inet_sock_set_state fires on every TCP state change (Linux 4.16+). A socket
@@ -237,34 +244,25 @@ static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	struct socket_state fresh = {}, *s;
 	__u64 id = (__u64)sk;
+	__u8 role;
 
+	if (newstate == TCP_SYN_SENT)
+		role = ROLE_CLIENT;
+	else if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN)
+		role = ROLE_SERVER;
+	else
+		return 0;
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	if (newstate == TCP_SYN_SENT)
-		fresh.role = ROLE_CLIENT;
-	else if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN)
-		fresh.role = ROLE_SERVER;
-	else {
-		if (count_sockets)
-			socket_state_changed(sk, bpf_map_lookup_elem(&sockets, &id), oldstate,
-					     newstate);
-		return 0;
-	}
 
-	if (bpf_map_update_elem(&sockets, &id, &fresh, BPF_NOEXIST) == 0) {
+	if (bpf_map_update_elem(&sockets, &id, &role, BPF_NOEXIST) == 0) {
 		count_socket_insert();
 		return 0;
 	}
 	/* The address of a socket destroyed before the exporter started, or a
-	 * reconnect of the same socket after tcp_disconnect(). */
-	s = bpf_map_lookup_elem(&sockets, &id);
-	if (s && count_sockets && fresh.role == ROLE_CLIENT && (s->flags & SOCKET_COUNTING)) {
-		socket_reconnecting(sk, s);
-		return 0;
-	}
-	if (bpf_map_update_elem(&sockets, &id, &fresh, BPF_EXIST) != 0)
+	 * reconnect of the same socket: overwrite. Failing that, the map is full. */
+	if (bpf_map_update_elem(&sockets, &id, &role, BPF_EXIST) != 0)
 		count_socket_untracked();
 	return 0;
 }
@@ -274,22 +272,14 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tp_tcp_destroy_sock, struct sock *sk)
 {
-	struct probe_health *h;
-	struct socket_state *s;
 	__u64 id = (__u64)sk;
 
-	if (count_sockets) {
-		s = bpf_map_lookup_elem(&sockets, &id);
-		if (s && (s->flags & SOCKET_COUNTING))
-			finish(sk, s);
-	}
-	if (bpf_map_delete_elem(&sockets, &id) == 0) {
-		h = health();
-		if (h)
-			__sync_fetch_and_add(&h->socket_deletes, 1);
-	}
+	if (bpf_map_delete_elem(&sockets, &id) == 0)
+		count_socket_delete();
 	return 0;
 }
+
+#include "socket_backend.bpf.h"
 
 /* ---- tracepoint backend ------------------------------------------------
  * sock_send_length / sock_recv_length were added in Linux 6.3 and fire in

@@ -43,26 +43,36 @@ struct flow_bytes {
 };
 
 /* socket_state.flags */
-#define SOCKET_COUNTING 1    /* key and start positions are set */
-#define SOCKET_IGNORED 2     /* --filter.* excludes it, or it is not TCP/IP */
+#define SOCKET_COUNTING 1    /* id, key and start positions are set */
+#define SOCKET_IGNORED 2     /* --filter.* excludes it, or it is not TCP over IP */
 #define SOCKET_SEND_FROZEN 4 /* sent_frozen is final: a FIN is queued or it closed */
 #define SOCKET_CLOSED 8      /* received_at_close is set */
-#define SOCKET_REUSED 16     /* reconnecting after tcp_disconnect() */
+#define SOCKET_DEAD 16       /* destroyed: its final totals are in closed_sockets */
 
-/* One entry per TCP socket in the socket map, keyed by its address. The
- * per-event backends only use `role`; the socket backend (sockets.bpf.h)
- * keeps the connection's byte positions here too. */
+/* Socket backend: one connection's state (socket_backend.bpf.h). */
 struct socket_state {
-	struct flow_key key;      /* with the filter and port aggregation applied */
-	__u64 sent_base;          /* send position when counting started */
-	__u64 received_base;      /* receive position when counting started */
-	__u64 sent_reported;      /* bytes already added to the flow table */
-	__u64 received_reported;
-	__u64 sent_frozen;        /* send position before the FIN, or at close */
-	__u64 received_at_close;  /* receive position at TCP_CLOSE */
-	__u8 role;                /* enum flow_role */
-	__u8 flags;               /* SOCKET_* */
+	struct flow_key key;     /* with the filter and port aggregation applied */
+	__u64 id;                /* bpf_ktime_get_ns() when counting started */
+	__u64 sent_base;         /* send position when counting started */
+	__u64 received_base;     /* receive position when counting started */
+	__u64 sent_frozen;       /* send position before the FIN, or at close */
+	__u64 received_at_close; /* receive position at TCP_CLOSE */
+	__u64 walk_sent;         /* totals at the last refresh_sockets run */
+	__u64 walk_received;
+	__u8 role;               /* enum flow_role */
+	__u8 flags;              /* SOCKET_* */
 	__u8 pad[6];
+};
+
+/* One connection's totals since counting started, as closed_sockets holds
+ * them for destroyed connections. The pair
+ * (socket, id) names one connection; a socket address is reused. */
+struct connection_totals {
+	__u64 socket; /* the struct sock address */
+	__u64 id;
+	struct flow_key key;
+	__u64 sent;
+	__u64 received;
 };
 
 /* Key of the --filter.cidr.* tries: every address as IPv6, IPv4 as
@@ -86,6 +96,9 @@ struct probe_health {
 	 * (a hash map does not report its size cheaply). */
 	__u64 socket_inserts;
 	__u64 socket_deletes;
+	/* Socket backend: connections whose final totals found closed_sockets
+	 * full; what they moved since the last walk is lost. */
+	__u64 finals_dropped;
 };
 
 #endif /* TCP_FLOW_EXPORTER_FLOW_H */

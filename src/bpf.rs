@@ -27,8 +27,9 @@ pub mod empty {
 }
 
 pub use skel::types::{
-    cidr_key as CidrKey, flow_bytes as FlowBytes, flow_key as FlowKey, probe_health as ProbeHealth,
-    rodata as Rodata,
+    cidr_key as CidrKey, connection_totals as ConnectionTotals, flow_bytes as FlowBytes,
+    flow_key as FlowKey, probe_health as ProbeHealth, rodata as Rodata,
+    socket_state as SocketState,
 };
 pub use skel::{FlowSkel, FlowSkelBuilder, OpenFlowSkel};
 
@@ -39,6 +40,11 @@ unsafe impl plain::Plain for FlowKey {}
 unsafe impl plain::Plain for FlowBytes {}
 // SAFETY: as above.
 unsafe impl plain::Plain for ProbeHealth {}
+// SAFETY: as above (two u64, a 40-byte key, two u64: no padding).
+unsafe impl plain::Plain for ConnectionTotals {}
+// SAFETY: as above (the key, seven u64, two u8 and six padding bytes that
+// the struct spells out as a field).
+unsafe impl plain::Plain for SocketState {}
 // SAFETY: as above (a u32 followed by 16 bytes: no padding).
 unsafe impl plain::Plain for CidrKey {}
 
@@ -57,5 +63,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<FlowKey>(), 40);
         assert_eq!(std::mem::size_of::<FlowBytes>(), 24);
         assert_eq!(std::mem::size_of::<CidrKey>(), 20);
+        assert_eq!(std::mem::size_of::<ConnectionTotals>(), 72);
+        assert_eq!(std::mem::size_of::<SocketState>(), 104);
     }
 }

@@ -140,12 +140,10 @@ impl Cli {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProbeChoice {
-    /// Try tracepoint, fentry and kprobe in that order; use the first that attaches.
+    /// Try socket, tracepoint, fentry and kprobe in that order; use the first that works.
     Auto,
-    /// No program per send or receive: read each socket's own byte positions
-    /// at state changes, at close and at every scrape (iter/tcp, Linux 5.10+).
-    /// Live connections are seen in the exporter's own network namespace only;
-    /// those in others are reported when they close.
+    /// Nothing counted per send or receive: each connection's bytes are read
+    /// from TCP's own sequence numbers at close and at every scrape (Linux 5.13+).
     Socket,
     /// tp_btf on sock:sock_send_length / sock:sock_recv_length (Linux 6.5+).
     Tracepoint,

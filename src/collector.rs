@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use crate::bpf::ProbeHealth;
+use crate::bpf::{ConnectionTotals, ProbeHealth};
+use crate::connections::Ledger;
 use crate::flow_table::FlowTable;
 use crate::flows::{monotonic_now_ns, value_from, Overflow, Snapshot};
 use crate::map_reader::{read_percpu_slot, take_hash_map};
@@ -32,9 +33,17 @@ pub struct FlowMaps {
     pub health: MapHandle,
     /// max_entries of each flow table.
     pub capacity: u32,
-    /// The socket backend's iterator: live connections report their bytes
-    /// when it walks them.
-    pub walker: Option<SocketWalker>,
+    /// The socket backend's maps, when that is the backend.
+    pub sockets: Option<SocketMaps>,
+}
+
+/// The socket backend reports connections, not flow deltas.
+#[derive(Debug)]
+pub struct SocketMaps {
+    /// Totals of every live connection, per walk.
+    pub walker: SocketWalker,
+    /// Final totals of destroyed connections.
+    pub closed: MapHandle,
 }
 
 /// Kernel counters that only grow, summed over CPUs.
@@ -54,6 +63,10 @@ pub struct Collector {
     table: FlowTable,
     /// Entries the last drained kernel table held.
     last_drained: u64,
+    /// Socket backend: the connections' last known totals.
+    ledger: Ledger,
+    /// Socket backend: finals the last drain of closed_sockets held.
+    last_closed: u64,
 }
 
 impl Collector {
@@ -63,15 +76,12 @@ impl Collector {
             writing: 1,
             table,
             last_drained: 0,
+            ledger: Ledger::default(),
+            last_closed: 0,
         };
         // The object starts with flows_even in the slot; say so explicitly,
         // so `writing` is right whatever the object's initial value.
         collector.point_probes_at(0)?;
-        // The socket backend counts a connection older than the exporter from
-        // the first walk that meets it: walk now, so that is start-up.
-        if let Some(walker) = &collector.maps.walker {
-            walker.walk()?;
-        }
         Ok(collector)
     }
 
@@ -102,9 +112,7 @@ impl Collector {
     /// the flows themselves, which stay in [`Collector::table`].
     pub fn refresh(&mut self) -> io::Result<Snapshot> {
         let started = Instant::now();
-        if let Some(walker) = &self.maps.walker {
-            walker.walk()?;
-        }
+        self.collect_connections(true)?;
         self.drain()?;
         let now = monotonic_now_ns();
         self.table.expire(now);
@@ -139,6 +147,7 @@ impl Collector {
 
     /// Drains and drops idle flows, between scrapes.
     pub fn maintain(&mut self) -> io::Result<()> {
+        self.collect_connections(false)?;
         self.drain()?;
         self.table.expire(monotonic_now_ns());
         Ok(())
@@ -151,6 +160,33 @@ impl Collector {
     /// The table the probes write now, for tests that plant entries.
     pub fn writing_table(&self) -> &MapHandle {
         &self.maps.tables[self.writing]
+    }
+
+    /// Socket backend: adds what connections moved since last time, from a
+    /// walk over the live ones (`walk`) and from those that ended. The walk
+    /// goes first: a connection's final totals are written after it left
+    /// the walk, so none is seen alive after its final.
+    fn collect_connections(&mut self, walk: bool) -> io::Result<()> {
+        let Some(sockets) = self.maps.sockets.as_mut() else {
+            return Ok(());
+        };
+        let now = monotonic_now_ns();
+        if walk {
+            let live = sockets.walker.walk()?;
+            self.ledger.walked(&live, &mut self.table, now);
+        }
+        let closed = take_hash_map(&sockets.closed, self.last_closed as usize + 64)?;
+        let finals: Vec<ConnectionTotals> = closed
+            .iter()
+            .map(|(_, value)| {
+                let mut t = ConnectionTotals::default();
+                plain::copy_from_bytes(&mut t, value).expect("value is a connection_totals");
+                t
+            })
+            .collect();
+        self.ledger.finished(finals.iter(), &mut self.table, now);
+        self.last_closed = finals.len() as u64;
+        Ok(())
     }
 
     fn read_health(&self) -> io::Result<Health> {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use crate::bpf::FlowKey;
 use crate::flows::{decode_key, value_from, Flow, Overflow, Role};
 
-type KeyBytes = [u8; std::mem::size_of::<FlowKey>()];
+pub type KeyBytes = [u8; std::mem::size_of::<FlowKey>()];
 
 /// A flow's running totals. The key stays in the kernel's packed form (40
 /// bytes) and is decoded only when a scrape writes it out: 64 bytes of data
@@ -65,25 +65,30 @@ impl FlowTable {
     /// Adds one drained kernel entry: a flow key and the bytes it counted
     /// since the previous drain.
     pub fn add(&mut self, key: &[u8], value: &[u8]) {
-        let key: KeyBytes = key.try_into().expect("key is sizeof(struct flow_key)");
+        let key: &KeyBytes = key.try_into().expect("key is sizeof(struct flow_key)");
         let delta = value_from(value);
-        if let Some(totals) = self.flows.get_mut(&key) {
-            totals.sent = totals.sent.wrapping_add(delta.sent);
-            totals.received = totals.received.wrapping_add(delta.received);
-            totals.last_seen_ns = totals.last_seen_ns.max(delta.last_seen_ns);
-        } else if decode_key(&unpack(&key)).is_none() {
+        self.add_delta(key, delta.sent, delta.received, delta.last_seen_ns);
+    }
+
+    /// Adds bytes a flow moved, last at `seen_ns` (CLOCK_MONOTONIC).
+    pub fn add_delta(&mut self, key: &KeyBytes, sent: u64, received: u64, seen_ns: u64) {
+        if let Some(totals) = self.flows.get_mut(key) {
+            totals.sent = totals.sent.wrapping_add(sent);
+            totals.received = totals.received.wrapping_add(received);
+            totals.last_seen_ns = totals.last_seen_ns.max(seen_ns);
+        } else if decode_key(&unpack(key)).is_none() {
             self.undecodable += 1;
         } else if self.flows.len() < self.limit {
             self.flows.insert(
-                key,
+                *key,
                 Totals {
-                    sent: delta.sent,
-                    received: delta.received,
-                    last_seen_ns: delta.last_seen_ns,
+                    sent,
+                    received,
+                    last_seen_ns: seen_ns,
                 },
             );
         } else {
-            self.overflow.add(delta.sent, delta.received);
+            self.overflow.add(sent, received);
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use libbpf_rs::btf::types::{Func, FuncProto, Struct, Typedef};
+use libbpf_rs::btf::types::{Func, FuncProto, Typedef};
 use libbpf_rs::btf::{Btf, ReferencesType};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -17,9 +17,10 @@ pub struct KernelFeatures {
     pub tcp_sendpage: bool,
     /// tcp_recvmsg() still takes `int nonblock` before `flags` (before 5.19).
     pub tcp_recvmsg_has_nonblock: bool,
-    /// The tcp BPF iterator locks each socket while its program runs (batched
-    /// iterator, struct bpf_tcp_iter_state, Linux 5.15+).
-    pub tcp_iterator_locks_sockets: bool,
+    /// What the socket backend needs: BPF socket storage from tracing
+    /// programs (Linux 5.11) and bpf_for_each_map_elem (Linux 5.13).
+    pub socket_storage_from_tracing: bool,
+    pub for_each_map_elem: bool,
 }
 
 impl KernelFeatures {
@@ -37,8 +38,11 @@ impl KernelFeatures {
                 .is_some(),
             tcp_sendpage: btf.type_by_name::<Func<'_>>("tcp_sendpage").is_some(),
             tcp_recvmsg_has_nonblock: proto.len() == 6,
-            tcp_iterator_locks_sockets: btf
-                .type_by_name::<Struct<'_>>("bpf_tcp_iter_state")
+            socket_storage_from_tracing: btf
+                .type_by_name::<Func<'_>>("bpf_sk_storage_get_tracing")
+                .is_some(),
+            for_each_map_elem: btf
+                .type_by_name::<Func<'_>>("bpf_for_each_map_elem")
                 .is_some(),
         })
     }

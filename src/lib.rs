@@ -9,6 +9,7 @@
 pub mod bpf;
 pub mod cli;
 pub mod collector;
+pub mod connections;
 pub mod filter;
 pub mod flow_table;
 pub mod flow_text;

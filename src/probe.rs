@@ -14,11 +14,11 @@ use tracing::{debug, info, warn};
 
 use crate::bpf::{FlowBytes, FlowKey, FlowSkel, FlowSkelBuilder};
 use crate::cli::ProbeChoice;
-use crate::collector::FlowMaps;
+use crate::collector::{FlowMaps, SocketMaps};
 use crate::filter::{cidr_key, FlowFilter};
 use crate::kernel::KernelFeatures;
 use crate::program_stats::ProgramHandle;
-use crate::socket_walk::SocketWalker;
+use crate::socket_walk::{run_refresh, SocketWalker};
 
 /// A set of hooks that together count every send and receive.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -30,15 +30,15 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// What `--probe=auto` tries, cheapest first: one tp_btf program per
-    /// direction, then fexit trampolines, then kprobe/kretprobe pairs with a
-    /// map between them.
-    ///
-    /// The socket backend costs nothing per event but is opt-in: iter/tcp
-    /// walks only the exporter's own network namespace, so a connection in
-    /// another one (a pod's, when the exporter runs in its own) is reported
-    /// when it closes, and one older than the exporter not at all.
-    pub const AUTO: [Backend; 3] = [Backend::Tracepoint, Backend::Fentry, Backend::Kprobe];
+    /// What `--probe=auto` tries, cheapest first: nothing per event, then
+    /// one tp_btf program per direction, then fexit trampolines, then
+    /// kprobe/kretprobe pairs with a map between them.
+    pub const AUTO: [Backend; 4] = [
+        Backend::Socket,
+        Backend::Tracepoint,
+        Backend::Fentry,
+        Backend::Kprobe,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -54,8 +54,25 @@ impl Backend {
     pub fn programs(self, features: &KernelFeatures) -> Result<Vec<&'static str>, String> {
         let recv_nonblock = features.tcp_recvmsg_has_nonblock;
         let programs = match self {
-            // The state-change programs (ROLE_PROGRAMS) do the counting.
-            Backend::Socket => vec![SOCKET_ITERATOR],
+            Backend::Socket => {
+                if !features.socket_storage_from_tracing || !features.for_each_map_elem {
+                    return Err("it needs BPF socket storage from tracing programs \
+                                (Linux 5.11) and bpf_for_each_map_elem (Linux 5.13)"
+                        .into());
+                }
+                let mut p = vec!["socket_set_state", "socket_destroy", SOCKET_REFRESH];
+                // Discovery of connections older than the exporter, on the
+                // cheapest hook that sees every send and receive call.
+                if features.sock_length_tracepoints && !features.tcp_sendpage {
+                    p.extend(["discover_tp_send", "discover_tp_recv"]);
+                } else {
+                    p.extend(["discover_fentry_sendmsg", "discover_fentry_recvmsg"]);
+                    if features.tcp_sendpage {
+                        p.push("discover_fentry_sendpage");
+                    }
+                }
+                p
+            }
             Backend::Tracepoint => {
                 if !features.sock_length_tracepoints {
                     return Err("the kernel has no sock:sock_send_length tracepoint \
@@ -104,8 +121,9 @@ impl Backend {
 /// tp_btf needs no trampoline, so they attach wherever kernel BTF exists.
 const ROLE_PROGRAMS: [&str; 2] = ["tp_inet_sock_set_state", "tp_tcp_destroy_sock"];
 
-/// The socket backend's iter/tcp program, run by every scrape.
-pub const SOCKET_ITERATOR: &str = "iter_tcp_sockets";
+/// The socket backend's refresh of every connection's totals: loaded, never
+/// attached, run by every scrape.
+pub const SOCKET_REFRESH: &str = "refresh_sockets";
 
 /// What the loaded object counts and how much room it has.
 #[derive(Clone, Debug)]
@@ -155,7 +173,8 @@ pub struct AttachedProgram {
     pub name: &'static str,
     pub id: u32,
     fd: OwnedFd,
-    _link: Link,
+    /// None for a program user space runs itself.
+    _link: Option<Link>,
 }
 
 /// The loaded BPF object with its programs attached. Dropping it detaches
@@ -209,7 +228,7 @@ impl Probe {
     /// Creates the maps without loading any program: for tests and
     /// benchmarks that plant flows from user space.
     pub fn maps_only(config: &ProbeConfig) -> Result<Probe, ProbeError> {
-        Self::load(Backend::Tracepoint, &[], config, false)
+        Self::load(Backend::Tracepoint, &[], config)
     }
 
     /// Loads and attaches `backend`'s programs.
@@ -221,20 +240,16 @@ impl Probe {
         let mut wanted = backend
             .programs(features)
             .map_err(|reason| ProbeError::Unsupported { backend, reason })?;
-        wanted.extend(ROLE_PROGRAMS);
-        Self::load(
-            backend,
-            &wanted,
-            config,
-            features.tcp_iterator_locks_sockets,
-        )
+        if backend != Backend::Socket {
+            wanted.extend(ROLE_PROGRAMS);
+        }
+        Self::load(backend, &wanted, config)
     }
 
     fn load(
         backend: Backend,
         wanted: &[&'static str],
         config: &ProbeConfig,
-        iterator_locks_sockets: bool,
     ) -> Result<Probe, ProbeError> {
         let libbpf = |step: &str| {
             let step = step.to_owned();
@@ -276,8 +291,7 @@ impl Probe {
             .as_deref_mut()
             .expect("the object has read-only data");
         filter.write_rodata(rodata);
-        rodata.count_sockets = backend == Backend::Socket;
-        rodata.report_at_close = backend == Backend::Socket && iterator_locks_sockets;
+        rodata.discovery_after_call = wanted.contains(&"discover_tp_send");
         if backend != Backend::Kprobe {
             // Only the kprobe backend carries sockets from entry to return.
             open.maps
@@ -289,7 +303,20 @@ impl Probe {
             let name = prog.name().to_string_lossy();
             prog.set_autoload(wanted.iter().any(|w| *w == name));
         }
-        let skel = open.load().map_err(libbpf("load"))?;
+        let mut skel = open.load().map_err(libbpf("load"))?;
+        // The socket backend's discovery recognises its own marks by map id.
+        let marks_id = skel
+            .maps
+            .socket_marks
+            .info()
+            .map_err(libbpf("read the mark map's id"))?
+            .info
+            .id;
+        skel.maps
+            .bss_data
+            .as_deref_mut()
+            .expect("the object has .bss")
+            .marks_map_id = marks_id;
         check_shared_layout(&skel).map_err(|reason| ProbeError::Unsupported { backend, reason })?;
         for (trie, nets) in [
             (&skel.maps.cidr_include, &filter.cidr_include),
@@ -313,7 +340,15 @@ impl Probe {
             else {
                 continue;
             };
-            let link = prog.attach().map_err(libbpf(&format!("attach {name}")))?;
+            let link = if name == SOCKET_REFRESH {
+                // Run once now, so that a kernel or policy refusing
+                // BPF_PROG_TEST_RUN fails here, where auto can move on.
+                run_refresh(prog.as_fd())
+                    .map_err(|e| libbpf(&format!("run {name} (BPF_PROG_TEST_RUN)"))(e.into()))?;
+                None
+            } else {
+                Some(prog.attach().map_err(libbpf(&format!("attach {name}")))?)
+            };
             let id = libbpf_rs::Program::id_from_fd(prog.as_fd()).unwrap_or(0);
             let fd = prog
                 .as_fd()
@@ -376,19 +411,26 @@ impl Probe {
             overflow: MapHandle::try_from(&self.skel.maps.flow_overflow)?,
             health: MapHandle::try_from(&self.skel.maps.probe_health)?,
             capacity: self.capacity,
-            walker: self.socket_walker()?,
+            sockets: self.socket_maps()?,
         })
     }
 }
 
 impl Probe {
-    /// A walker over the socket backend's iterator, if that is the backend.
-    fn socket_walker(&self) -> Result<Option<SocketWalker>, libbpf_rs::Error> {
-        let Some(program) = self.programs.iter().find(|p| p.name == SOCKET_ITERATOR) else {
+    /// The socket backend's walk and closed-connection map, if that is the
+    /// backend.
+    fn socket_maps(&self) -> Result<Option<SocketMaps>, libbpf_rs::Error> {
+        let Some(program) = self.programs.iter().find(|p| p.name == SOCKET_REFRESH) else {
             return Ok(None);
         };
-        let link = program._link.as_fd().try_clone_to_owned()?;
-        Ok(Some(SocketWalker::new(link)))
+        let maps = &self.skel.maps;
+        Ok(Some(SocketMaps {
+            walker: SocketWalker::new(
+                program.fd.try_clone()?,
+                MapHandle::try_from(&maps.socket_states)?,
+            ),
+            closed: MapHandle::try_from(&maps.closed_sockets)?,
+        }))
     }
 }
 

@@ -1,52 +1,78 @@
-//! Runs the socket backend's iter/tcp program over every TCP socket.
+//! Reads the totals of every live connection the socket backend counts, in
+//! every network namespace.
 //!
-//! The program writes nothing: it adds each live connection's growth since
-//! the last walk to the kernel flow table, so a scrape that walks and then
-//! drains reports live connections up to the moment of the scrape. A read of
-//! the iterator runs the program over sockets until its output buffer fills
-//! or the walk ends; with no output, one read walks them all. A walk past a
-//! million sockets without output returns EAGAIN, and the next read goes on
-//! from there (kernel/bpf/bpf_iter.c, MAX_ITER_OBJECTS).
+//! refresh_sockets (bpf/socket_backend.bpf.h) is never attached: each walk
+//! runs it once with BPF_PROG_TEST_RUN, and it leaves every connection's
+//! current totals in its socket_states entry. The entries are then read in
+//! batches. (A BPF iterator over the map would do both in one pass, but
+//! map-element iterators fail to load with EPERM on some locked-down
+//! kernels, the project's own CI machine among them.)
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use libbpf_rs::MapHandle;
+
+use crate::bpf::{ConnectionTotals, SocketState};
+use crate::map_reader::read_hash_map;
+
+/// socket_state.flags, from bpf/flow.h.
+const SOCKET_COUNTING: u8 = 1;
+const SOCKET_IGNORED: u8 = 2;
+const SOCKET_DEAD: u8 = 16;
+
+/// Runs refresh_sockets once (BPF_PROG_TEST_RUN).
+pub fn run_refresh(program: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: a zeroed bpf_test_run_opts with its size set is valid input.
+    let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _;
+    // SAFETY: plain syscall wrapper on a program fd the caller holds.
+    let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(program.as_raw_fd(), &mut opts) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(-rc));
+    }
+    Ok(())
+}
 
 #[derive(Debug)]
 pub struct SocketWalker {
-    /// The iter/tcp link; each walk opens a new iterator on it.
-    link: OwnedFd,
+    /// The refresh_sockets program.
+    refresh: OwnedFd,
+    /// socket_states.
+    states: MapHandle,
+    /// Entries the last walk read, to size the next read.
+    last_len: usize,
 }
 
 impl SocketWalker {
-    pub fn new(link: OwnedFd) -> SocketWalker {
-        SocketWalker { link }
+    pub fn new(refresh: OwnedFd, states: MapHandle) -> SocketWalker {
+        SocketWalker {
+            refresh,
+            states,
+            last_len: 0,
+        }
     }
 
-    /// Walks every TCP socket once.
-    pub fn walk(&self) -> io::Result<()> {
-        // SAFETY: plain syscall wrapper on a link fd we own.
-        let fd = unsafe { libbpf_sys::bpf_iter_create(self.link.as_raw_fd()) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: bpf_iter_create returned a new fd that nothing else owns.
-        let mut iterator = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let mut buf = [0u8; 64];
-        loop {
-            match iterator.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(_) => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(e),
+    /// The current totals of every counted live connection.
+    pub fn walk(&mut self) -> io::Result<Vec<ConnectionTotals>> {
+        run_refresh(self.refresh.as_fd())?;
+        let entries = read_hash_map(&self.states, self.last_len + 64)?;
+        self.last_len = entries.len();
+        let mut live = Vec::with_capacity(entries.len());
+        for (key, value) in entries.iter() {
+            let mut s = SocketState::default();
+            plain::copy_from_bytes(&mut s, value).expect("value is a socket_state");
+            if s.flags & (SOCKET_COUNTING | SOCKET_IGNORED | SOCKET_DEAD) != SOCKET_COUNTING {
+                continue;
             }
+            live.push(ConnectionTotals {
+                socket: u64::from_ne_bytes(key.try_into().expect("key is a u64")),
+                id: s.id,
+                key: s.key,
+                sent: s.walk_sent,
+                received: s.walk_received,
+            });
         }
+        Ok(live)
     }
 }
