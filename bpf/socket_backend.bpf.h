@@ -222,6 +222,8 @@ static __always_inline struct socket_state *socket_state_of(struct sock *sk)
 volatile __u32 marks_map_id = 0;
 /* 1 + socket_marks' cache slot, once learned; 0 before. */
 volatile __u32 marks_cache_slot = 0;
+/* socket_marks' struct bpf_local_storage_map, once learned; 0 before. */
+volatile __u64 marks_smap = 0;
 
 static __always_inline bool is_our_mark(struct bpf_local_storage_data *sdata)
 {
@@ -260,6 +262,10 @@ static __always_inline bool marked(struct sock *sk)
 
 	if (!st)
 		return false;
+	/* Linux 6.2+ records which map created a socket's storage. Ours does,
+	 * unless another program's storage came first: two loads. */
+	if (bpf_core_field_exists(st->smap) && marks_smap && (__u64)st->smap == marks_smap)
+		return true;
 	if (slot && is_our_mark(cache_slot(st, slot - 1)))
 		return true;
 	return bpf_sk_storage_get(&socket_marks, sk, 0, 0) != NULL;
@@ -280,7 +286,10 @@ static __always_inline void mark(struct sock *sk)
 	if (!st)
 		return;
 	for (i = 0; i < 16; i++) {
-		if (is_our_mark(cache_slot(st, i))) {
+		struct bpf_local_storage_data *sdata = cache_slot(st, i);
+
+		if (is_our_mark(sdata)) {
+			marks_smap = (__u64)sdata->smap;
 			marks_cache_slot = i + 1;
 			return;
 		}
@@ -406,7 +415,9 @@ int refresh_sockets(void *ctx)
  * A socket the exporter has met carries its mark (see marks above); one
  * without it is an older connection, counted from this call on. */
 
-static __always_inline void discover(struct sock *sk, long moved, bool sent, int flags)
+/* Not inlined: the discovery programs' own code, run on every call, stays a
+ * few instructions that need no stack and few registers to save. */
+static __noinline void discover(struct sock *sk, long moved, bool sent, int flags)
 {
 	struct socket_state *s;
 	__u64 send_pos, receive_pos;

@@ -52,6 +52,7 @@ struct Health {
     overflow: Overflow,
     missed_calls: u64,
     sockets_untracked: u64,
+    finals_dropped: u64,
     sockets_tracked: u64,
 }
 
@@ -126,6 +127,9 @@ impl Collector {
             sockets_tracked: health.sockets_tracked,
             sockets_untracked: health.sockets_untracked,
             missed_calls: health.missed_calls,
+            // A connection forgotten without a final is one whose final the
+            // kernel dropped; count each loss once, whichever saw it.
+            connection_finals_lost: health.finals_dropped.max(self.ledger.forgotten),
             undecodable: self.table.undecodable,
             read_duration: started.elapsed(),
             taken_at_ns: now,
@@ -201,6 +205,7 @@ impl Collector {
             plain::copy_from_bytes(&mut h, &cpu).expect("value is sizeof(struct probe_health)");
             health.missed_calls += h.missed_calls;
             health.sockets_untracked += h.sockets_untracked;
+            health.finals_dropped += h.finals_dropped;
             // A socket may be inserted on one CPU and deleted on another:
             // only the sums are meaningful.
             inserts = inserts.wrapping_add(h.socket_inserts);

@@ -105,6 +105,10 @@ pub struct Snapshot {
     /// Socket calls the probes saw only half of (kprobe backend), summed
     /// over CPUs: their bytes are not counted.
     pub missed_calls: u64,
+    /// Socket backend: connections whose final totals were lost, because
+    /// closed_sockets was full or they never arrived; what they moved since
+    /// the scrape before their end is not counted.
+    pub connection_finals_lost: u64,
     /// Entries with an address family we do not know; the BPF side never
     /// writes them, so anything above zero is a bug worth seeing.
     pub undecodable: u64,

@@ -152,6 +152,7 @@ mod tests {
             sockets_tracked: 5,
             sockets_untracked: 1,
             missed_calls: 4,
+            connection_finals_lost: 6,
             programs: vec![ProgramStats {
                 name: "tp_sock_send_length",
                 run_count: 10,
@@ -205,6 +206,7 @@ mod tests {
             "tcp_flow_exporter_sockets_untracked_total 1",
             "tcp_flow_exporter_scrape_errors_total 2",
             "tcp_flow_exporter_missed_calls_total 4",
+            "tcp_flow_exporter_connection_finals_lost_total 6",
             "tcp_flow_exporter_bpf_stats_enabled 1",
             r#"tcp_flow_exporter_program_attached{program="tp_sock_send_length"} 1"#,
             r#"tcp_flow_exporter_program_runs_total{program="tp_sock_send_length"} 10"#,

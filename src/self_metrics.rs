@@ -115,8 +115,8 @@ pub(crate) fn encode(
     counter(
         encoder,
         "tcp_flow_exporter_sockets_untracked",
-        "Connections whose role was not remembered because the socket map was full \
-         (--sockets.max); their flows have role unknown and keep both ports.",
+        "Connections the socket map had no room for (--sockets.max). Per-event backends: their \
+         flows have role unknown and keep both ports. Socket backend: they are not counted.",
         snap.sockets_untracked,
     )?;
 
@@ -129,6 +129,14 @@ pub(crate) fn encode(
                 MetricType::Counter,
             )?
             .encode_counter::<NoLabelSet, _, u64>(&snap.missed_calls, None::<&NoExemplar>)?;
+    counter(
+        encoder,
+        "tcp_flow_exporter_connection_finals_lost",
+        "Socket backend: connections whose final byte totals were lost (the closed-connection \
+         map, sized by --sockets.max, was full); what each moved after the scrape before its \
+         end is not counted.",
+        snap.connection_finals_lost,
+    )?;
     counter(
         encoder,
         "tcp_flow_exporter_undecodable_entries",

