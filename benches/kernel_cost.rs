@@ -4,7 +4,7 @@
 //! socket; and loopback throughput with and without the exporter. Needs
 //! root. Not part of the test pass/fail.
 //!
-//!   cargo bench --bench kernel_cost                         everything, socket and auto
+//!   cargo bench --bench kernel_cost                         everything, socket and tracepoint
 //!   cargo bench --bench kernel_cost -- events socket        one part, one backend
 //!
 //! Parts: events, connections, walk, throughput.
@@ -38,7 +38,7 @@ fn main() {
     let part = args.first().map(String::as_str);
     let backends: Vec<&str> = match args.get(1) {
         Some(b) => vec![b.as_str()],
-        None => vec!["socket", "auto"],
+        None => vec!["socket", "tracepoint"],
     };
     let only = |name: &str| part.is_none() || part == Some(name);
     let _stats = program_stats::enable().expect("BPF_ENABLE_STATS (Linux 5.8+)");

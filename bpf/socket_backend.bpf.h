@@ -84,7 +84,7 @@ struct {
 	__type(value, struct connection_totals);
 } closed_sockets SEC(".maps");
 
-static __always_inline __u64 send_position(struct sock *sk)
+static __always_inline __u64 probed_send_position(struct sock *sk)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
@@ -94,7 +94,7 @@ static __always_inline __u64 send_position(struct sock *sk)
 	return acked + (__u32)(write_seq - una);
 }
 
-static __always_inline __u64 receive_position(struct sock *sk)
+static __always_inline __u64 probed_receive_position(struct sock *sk)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	__u32 copied = BPF_CORE_READ(tp, copied_seq);
@@ -106,6 +106,30 @@ static __always_inline __u64 receive_position(struct sock *sk)
 	if (copied == rcv_nxt && (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DONE_BIT)))
 		position -= 1;
 	return position;
+}
+
+/* Both positions of a socket, read with plain loads through the trusted
+ * pointer the tracing hooks pass. The state-change and destroy programs run
+ * with the socket locked; discovery does not, and reads twice. */
+struct positions {
+	__u64 sent;
+	__u64 received;
+};
+
+static __always_inline bool read_positions(struct sock *sk, struct positions *p)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u32 copied, rcv_nxt;
+
+	if (!tp)
+		return false;
+	p->sent = tp->bytes_acked + (__u32)(tp->write_seq - tp->snd_una);
+	copied = tp->copied_seq;
+	rcv_nxt = tp->rcv_nxt;
+	p->received = tp->bytes_received - (__u32)(rcv_nxt - copied);
+	if (copied == rcv_nxt && (sk->__sk_common.skc_flags & (1UL << SOCK_DONE_BIT)))
+		p->received -= 1;
+	return true;
 }
 
 /* Starts counting a connection whose positions are `sent` and `received`
@@ -135,11 +159,11 @@ static __always_inline void start_counting(struct sock *sk, struct socket_state 
 	s->flags = SOCKET_COUNTING | more_flags;
 }
 
-static __always_inline void freeze_send(struct sock *sk, struct socket_state *s)
+static __always_inline void freeze_send(struct socket_state *s, const struct positions *p)
 {
 	if (s->flags & SOCKET_SEND_FROZEN)
 		return;
-	s->sent_frozen = send_position(sk);
+	s->sent_frozen = p->sent;
 	asm volatile("" ::: "memory");
 	s->flags |= SOCKET_SEND_FROZEN;
 }
@@ -152,17 +176,17 @@ static __always_inline void freeze_send(struct sock *sk, struct socket_state *s)
  * reached TCP_CLOSE, and resets bytes_received: the receive position taken
  * at TCP_CLOSE then stands. */
 static __always_inline void connection_totals(struct sock *sk, struct socket_state *s,
+					       const struct positions *now, __u8 shutdown,
 					       struct connection_totals *t)
 {
-	__u64 sent = send_position(sk), received = receive_position(sk);
+	__u64 sent = now->sent, received = now->received;
 	__u8 flags;
 
 	asm volatile("" ::: "memory");
 	flags = s->flags;
 	if (flags & SOCKET_SEND_FROZEN)
 		sent = s->sent_frozen;
-	if ((flags & SOCKET_CLOSED) &&
-	    (received < s->received_at_close || BPF_CORE_READ(sk, sk_shutdown) == 0))
+	if ((flags & SOCKET_CLOSED) && (received < s->received_at_close || shutdown == 0))
 		received = s->received_at_close;
 	t->socket = (__u64)sk;
 	t->id = s->id;
@@ -175,10 +199,13 @@ static __always_inline void connection_totals(struct sock *sk, struct socket_sta
 static __always_inline void close_connection(struct sock *sk, struct socket_state *s)
 {
 	struct connection_totals t = {};
+	struct positions now;
 	struct closed_key key;
 	struct probe_health *h;
 
-	connection_totals(sk, s, &t);
+	if (!read_positions(sk, &now))
+		return;
+	connection_totals(sk, s, &now, sk->sk_shutdown, &t);
 	key.socket = t.socket;
 	key.id = t.id;
 	/* The walk skips dead connections; user space reads closed_sockets
@@ -320,9 +347,9 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(socket_set_state, struct sock *sk, int oldstate, int newstate)
 {
 	struct socket_state *s;
-	__u64 sent;
+	struct positions now;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	s = socket_state_of(sk);
 	if (newstate == TCP_SYN_SENT || (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN)) {
@@ -337,25 +364,26 @@ int BPF_PROG(socket_set_state, struct sock *sk, int oldstate, int newstate)
 		/* No entry: the handshake began before the exporter started. */
 		if (!s)
 			s = track(sk, ROLE_UNKNOWN);
-		if (!s || s->flags)
+		if (!s || s->flags || !read_positions(sk, &now))
 			return 0;
-		sent = send_position(sk);
 		/* An active opener's send position counts its SYN (snd_una starts
 		 * at the ISN), so it is 1 before any data. Data sent in the SYN
 		 * with TCP Fast Open is already in write_seq here: start from 1,
 		 * not from now, to count it. */
-		if (s->role == ROLE_CLIENT && sent > 1)
-			sent = 1;
-		start_counting(sk, s, sent, receive_position(sk), 0);
+		if (s->role == ROLE_CLIENT && now.sent > 1)
+			now.sent = 1;
+		start_counting(sk, s, now.sent, now.received, 0);
 		return 0;
 	}
 	if (!s || !counting(s))
 		return 0;
-	if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
-		freeze_send(sk, s);
-	} else if (newstate == TCP_CLOSE) {
-		freeze_send(sk, s);
-		s->received_at_close = receive_position(sk);
+	if (newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK && newstate != TCP_CLOSE)
+		return 0;
+	if (!read_positions(sk, &now))
+		return 0;
+	freeze_send(s, &now);
+	if (newstate == TCP_CLOSE) {
+		s->received_at_close = now.received;
 		asm volatile("" ::: "memory");
 		s->flags |= SOCKET_CLOSED;
 	}
@@ -378,6 +406,18 @@ int BPF_PROG(socket_destroy, struct sock *sk)
 	return 0;
 }
 
+/* A connection's totals from its socket read by address, unlocked. */
+static __always_inline void probed_totals(struct sock *sk, struct socket_state *s,
+					  struct connection_totals *t)
+{
+	struct positions now = {
+		.sent = probed_send_position(sk),
+		.received = probed_receive_position(sk),
+	};
+
+	connection_totals(sk, s, &now, BPF_CORE_READ(sk, sk_shutdown), t);
+}
+
 /* Reads one connection's totals into its entry. The socket is read by its
  * address, without its lock, so the reading is kept only if the entry was
  * not marked dead meanwhile: the destroy program marks it before the socket
@@ -391,10 +431,10 @@ static long refresh_one(void *map, __u64 *address, struct socket_state *s, void 
 
 	if (!counting(s))
 		return 0;
-	connection_totals(sk, s, &t);
-	connection_totals(sk, s, &again);
+	probed_totals(sk, s, &t);
+	probed_totals(sk, s, &again);
 	if (t.sent != again.sent || t.received != again.received)
-		connection_totals(sk, s, &t);
+		probed_totals(sk, s, &t);
 	asm volatile("" ::: "memory");
 	if (!counting(s))
 		return 0;
@@ -419,33 +459,36 @@ int refresh_sockets(void *ctx)
  * few instructions that need no stack and few registers to save. */
 static __noinline void discover(struct sock *sk, long moved, bool sent, int flags)
 {
+	struct positions now, again;
 	struct socket_state *s;
-	__u64 send_pos, receive_pos;
 	__u8 more = 0;
 	int state;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
-	    BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+	if (sk->sk_protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
 		return;
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = sk->__sk_common.skc_state;
 	if (!synchronized_state(state))
 		return;
 	if (socket_state_of(sk))
 		return; /* known, but its mark could not be made */
+	if (!read_positions(sk, &now) || !read_positions(sk, &again))
+		return;
+	/* Unlocked: a reading that straddles an update is taken again. */
+	if ((now.sent != again.sent || now.received != again.received) &&
+	    !read_positions(sk, &now))
+		return;
 	s = track(sk, ROLE_UNKNOWN);
 	if (!s)
 		return;
-	send_pos = send_position(sk);
-	receive_pos = receive_position(sk);
 	if (discovery_after_call && moved > 0) {
 		if (sent)
-			send_pos -= moved;
+			now.sent -= moved;
 		else if (!(flags & MSG_PEEK))
-			receive_pos -= moved;
+			now.received -= moved;
 	}
 	if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
 		more = SOCKET_SEND_FROZEN; /* its FIN is queued: nothing more to send */
-	start_counting(sk, s, send_pos, receive_pos, more);
+	start_counting(sk, s, now.sent, now.received, more);
 }
 
 SEC("tp_btf/sock_send_length")
