@@ -69,8 +69,9 @@ pub struct Cli {
     )]
     pub idle_timeout: Duration,
 
-    /// How many open connections the kernel remembers the role (client or server) of.
-    /// Connections beyond it are counted with role "unknown" and both ports.
+    /// How many open connections the kernel keeps track of. Beyond it, the socket
+    /// backend does not count a new connection, and the per-event backends count it
+    /// with role "unknown" and both ports.
     #[arg(
         long = "sockets.max",
         value_name = "N",
