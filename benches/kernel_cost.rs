@@ -215,9 +215,19 @@ fn walk() {
                 p
             })
             .collect();
-        let program = "refresh_sockets";
+        let first = exporter.scrape();
+        // refresh_sockets, or refresh_sockets_cast where the kernel has
+        // bpf_rdonly_cast (6.2+).
+        let program = first
+            .text
+            .lines()
+            .filter_map(|l| l.strip_prefix(r#"tcp_flow_exporter_program_attached{program=""#))
+            .map(|rest| rest.split('"').next().unwrap().to_owned())
+            .find(|name| name.starts_with("refresh_sockets"))
+            .expect("the socket backend's refresh program");
+        let program = program.as_str();
         let mut times = Vec::new();
-        let before = exporter_stats(&exporter.scrape(), program);
+        let before = exporter_stats(&first, program);
         for _ in 0..5 {
             let started = Instant::now();
             let _ = exporter.scrape();

@@ -21,6 +21,8 @@ pub struct KernelFeatures {
     /// programs (Linux 5.11) and bpf_for_each_map_elem (Linux 5.13).
     pub socket_storage_from_tracing: bool,
     pub for_each_map_elem: bool,
+    /// The bpf_rdonly_cast kfunc (Linux 6.2+).
+    pub rdonly_cast: bool,
 }
 
 impl KernelFeatures {
@@ -44,6 +46,7 @@ impl KernelFeatures {
             for_each_map_elem: btf
                 .type_by_name::<Func<'_>>("bpf_for_each_map_elem")
                 .is_some(),
+            rdonly_cast: btf.type_by_name::<Func<'_>>("bpf_rdonly_cast").is_some(),
         })
     }
 }

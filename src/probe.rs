@@ -60,7 +60,14 @@ impl Backend {
                                 (Linux 5.11) and bpf_for_each_map_elem (Linux 5.13)"
                         .into());
                 }
-                let mut p = vec!["socket_set_state", "socket_destroy", SOCKET_REFRESH];
+                // The walk reads sockets with plain loads where the kernel
+                // can cast an address to a typed pointer (Linux 6.2+).
+                let refresh = if features.rdonly_cast {
+                    "refresh_sockets_cast"
+                } else {
+                    "refresh_sockets"
+                };
+                let mut p = vec!["socket_set_state", "socket_destroy", refresh];
                 // Discovery of connections older than the exporter, on the
                 // cheapest hook that sees every send and receive call.
                 if features.sock_length_tracepoints && !features.tcp_sendpage {
@@ -121,9 +128,9 @@ impl Backend {
 /// tp_btf needs no trampoline, so they attach wherever kernel BTF exists.
 const ROLE_PROGRAMS: [&str; 2] = ["tp_inet_sock_set_state", "tp_tcp_destroy_sock"];
 
-/// The socket backend's refresh of every connection's totals: loaded, never
-/// attached, run by every scrape.
-pub const SOCKET_REFRESH: &str = "refresh_sockets";
+/// The socket backend's refresh of every connection's totals, in either
+/// version: loaded, never attached, run by every scrape.
+const SOCKET_REFRESH: [&str; 2] = ["refresh_sockets", "refresh_sockets_cast"];
 
 /// What the loaded object counts and how much room it has.
 #[derive(Clone, Debug)]
@@ -340,7 +347,7 @@ impl Probe {
             else {
                 continue;
             };
-            let link = if name == SOCKET_REFRESH {
+            let link = if SOCKET_REFRESH.contains(&name) {
                 // Run once now, so that a kernel or policy refusing
                 // BPF_PROG_TEST_RUN fails here, where auto can move on.
                 run_refresh(prog.as_fd())
@@ -420,7 +427,11 @@ impl Probe {
     /// The socket backend's walk and closed-connection map, if that is the
     /// backend.
     fn socket_maps(&self) -> Result<Option<SocketMaps>, libbpf_rs::Error> {
-        let Some(program) = self.programs.iter().find(|p| p.name == SOCKET_REFRESH) else {
+        let Some(program) = self
+            .programs
+            .iter()
+            .find(|p| SOCKET_REFRESH.contains(&p.name))
+        else {
             return Ok(None);
         };
         let maps = &self.skel.maps;
