@@ -27,7 +27,8 @@
  * The FIN takes one sequence number on each side, and is no payload:
  *   - sending: the position is frozen when the socket moves to FIN_WAIT1 or
  *     LAST_ACK, which tcp_close_state() does before tcp_send_fin() queues the
- *     FIN, and at TCP_CLOSE, after which nothing can be sent;
+ *     FIN (if that fails to allocate, no FIN is queued, and nothing more can
+ *     be sent either), and at TCP_CLOSE, after which nothing can be sent;
  *   - receiving: copied_seq steps over the FIN when the reader reaches it;
  *     SOCK_DONE (set by tcp_fin()) with nothing left unread means it did.
  *
@@ -133,8 +134,11 @@ static __always_inline bool read_positions(struct sock *sk, struct positions *p)
 }
 
 /* Starts counting a connection whose positions are `sent` and `received`
- * now; keys it, or marks it ignored when --filter.* excludes it. The flags
- * are written last: the walk reads them first, without the socket lock. */
+ * now; keys it, or marks it ignored when --filter.* excludes it. The key is
+ * taken here, once: by the time inet_sock_set_state reports TCP_CLOSE the
+ * socket is unhashed and its port released (inet_num is 0), and
+ * tcp_disconnect() clears the peer port. The flags are written last: the
+ * walk reads them first, without the socket lock. */
 static __always_inline void start_counting(struct sock *sk, struct socket_state *s, __u64 sent,
 					   __u64 received, __u8 more_flags)
 {
