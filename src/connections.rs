@@ -105,3 +105,78 @@ fn key_bytes(t: &ConnectionTotals) -> [u8; 40] {
     key.copy_from_slice(unsafe { plain::as_bytes(&t.key) });
     key
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::FlowKey;
+
+    fn totals(socket: u64, id: u64, port: u16, sent: u64, received: u64) -> ConnectionTotals {
+        let mut key = FlowKey {
+            family: 2,
+            local_port: port,
+            remote_port: 80,
+            ..FlowKey::default()
+        };
+        key.local_addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        key.remote_addr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        ConnectionTotals {
+            socket,
+            id,
+            key,
+            sent,
+            received,
+        }
+    }
+
+    fn flow(table: &FlowTable) -> Vec<(u64, u64)> {
+        table.entries().map(|(_, t)| (t.sent, t.received)).collect()
+    }
+
+    #[test]
+    fn only_growth_reaches_the_flows() {
+        let (mut ledger, mut table) = (Ledger::default(), FlowTable::new(100, u64::MAX));
+        ledger.walked(&[totals(1, 7, 5, 100, 10)], &mut table, 1);
+        ledger.walked(&[totals(1, 7, 5, 100, 10)], &mut table, 2);
+        assert_eq!(
+            flow(&table),
+            [(100, 10)],
+            "a connection read twice counts once"
+        );
+        ledger.walked(&[totals(1, 7, 5, 150, 10)], &mut table, 3);
+        ledger.walked(&[totals(1, 7, 5, 140, 12)], &mut table, 4);
+        assert_eq!(flow(&table), [(150, 12)], "a lower reading adds nothing");
+        ledger.finished([totals(1, 7, 5, 160, 20)].iter(), &mut table, 5);
+        assert_eq!(flow(&table), [(160, 20)]);
+        assert!(ledger.is_empty(), "a finished connection is forgotten");
+    }
+
+    #[test]
+    fn a_reused_socket_address_is_a_new_connection() {
+        let (mut ledger, mut table) = (Ledger::default(), FlowTable::new(100, u64::MAX));
+        ledger.walked(&[totals(1, 7, 5, 100, 0)], &mut table, 1);
+        ledger.finished([totals(1, 7, 5, 100, 0)].iter(), &mut table, 2);
+        ledger.walked(&[totals(1, 8, 5, 30, 0)], &mut table, 3);
+        assert_eq!(flow(&table), [(130, 0)]);
+    }
+
+    #[test]
+    fn a_connection_that_ends_between_walks_counts_in_full() {
+        let (mut ledger, mut table) = (Ledger::default(), FlowTable::new(100, u64::MAX));
+        ledger.finished([totals(3, 9, 5, 42, 24)].iter(), &mut table, 1);
+        assert_eq!(flow(&table), [(42, 24)]);
+        assert_eq!(ledger.len(), 0);
+    }
+
+    #[test]
+    fn a_connection_missing_from_walks_without_a_final_is_forgotten() {
+        let (mut ledger, mut table) = (Ledger::default(), FlowTable::new(100, u64::MAX));
+        ledger.walked(&[totals(1, 7, 5, 1, 1)], &mut table, 1);
+        for now in 2..=3 {
+            ledger.walked(&[], &mut table, now);
+            assert_eq!(ledger.len(), 1, "kept while its final may still come");
+        }
+        ledger.walked(&[], &mut table, 4);
+        assert_eq!((ledger.len(), ledger.forgotten), (0, 1));
+    }
+}
