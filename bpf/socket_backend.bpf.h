@@ -33,9 +33,10 @@
  *     SOCK_DONE (set by tcp_fin()) with nothing left unread means it did.
  *
  * Per send/recv event only a discovery program runs, and for a socket it
- * already knows it reads four pointers: every socket in socket_states also
- * carries a mark in BPF socket storage. Sockets older than the exporter are
- * found there, and counted from then on, on their first send or receive.
+ * already knows it reads two to four pointers: every socket in
+ * socket_states also carries a mark in BPF socket storage. Sockets older
+ * than the exporter are found there, and counted from then on, on their
+ * first send or receive.
  *
  * Needs Linux 5.13: socket storage from tracing programs (5.11) and
  * bpf_for_each_map_elem (5.13).
