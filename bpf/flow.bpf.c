@@ -70,9 +70,9 @@ struct {
 /* Per-event backends: the role (enum flow_role) of every TCP socket that
  * connected or was accepted while the exporter runs, keyed by the socket's
  * address. Written on the state change that reveals the role, deleted when
- * the socket is destroyed: not at TCP_CLOSE,
- * because an application still reads queued data after that
- * (shutdown(SHUT_WR) and read to EOF, or data followed by a reset).
+ * the socket is destroyed: not at TCP_CLOSE, because an application still
+ * reads queued data after that (shutdown(SHUT_WR) and read to EOF, or data
+ * followed by a reset).
  * Allocated on insert, so its memory follows the live connections. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -174,6 +174,14 @@ static __always_inline bool flow_key_from_sock(struct sock *sk, struct flow_key 
 	return true;
 }
 
+static __always_inline void add_bytes(struct flow_bytes *counters, __u64 bytes, bool sent)
+{
+	if (sent)
+		__sync_fetch_and_add(&counters->sent, bytes);
+	else
+		__sync_fetch_and_add(&counters->received, bytes);
+}
+
 static __always_inline __u8 socket_role(struct sock *sk)
 {
 	__u64 id = (__u64)sk;
@@ -182,46 +190,15 @@ static __always_inline __u8 socket_role(struct sock *sk)
 	return role ? *role : ROLE_UNKNOWN;
 }
 
-/* Adds bytes to a flow of the table user space is not draining. */
-static __always_inline void add_to_flow(const struct flow_key *key, __u64 sent, __u64 received)
+/* The accounting body every hook shares. `ret` is the socket call's return
+ * value: negative for errors, 0 for nothing moved. */
+static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
 {
+	struct flow_key key __attribute__((aligned(8))) = {};
 	struct flow_bytes *counters, fresh = {};
 	__u32 zero = 0;
 	void *flows;
 	__u64 now;
-
-	flows = bpf_map_lookup_elem(&active_flows, &zero);
-	if (!flows)
-		return; /* slot 0 always holds a table */
-	now = bpf_ktime_get_ns();
-	counters = bpf_map_lookup_elem(flows, key);
-	if (!counters) {
-		fresh.last_seen_ns = now;
-		fresh.sent = sent;
-		fresh.received = received;
-		if (bpf_map_update_elem(flows, key, &fresh, BPF_NOEXIST) == 0)
-			return;
-		/* Either another CPU created the flow first (-EEXIST), or the table
-		 * is full (-E2BIG / -ENOMEM). A second lookup tells the two apart. */
-		counters = bpf_map_lookup_elem(flows, key);
-		if (!counters) {
-			counters = bpf_map_lookup_elem(&flow_overflow, &zero);
-			if (!counters)
-				return;
-		}
-	}
-	if (sent)
-		__sync_fetch_and_add(&counters->sent, sent);
-	if (received)
-		__sync_fetch_and_add(&counters->received, received);
-	counters->last_seen_ns = now;
-}
-
-/* The accounting body every per-event hook shares. `ret` is the socket
- * call's return value: negative for errors, 0 for nothing moved. */
-static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
-{
-	struct flow_key key __attribute__((aligned(8))) = {};
 
 	if (ret <= 0 || !sk || !flow_key_from_sock(sk, &key))
 		return;
@@ -229,9 +206,32 @@ static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
 	if (!flow_selected(&key))
 		return;
 	aggregate_ports(&key);
-	add_to_flow(&key, sent ? ret : 0, sent ? 0 : ret);
-}
 
+	flows = bpf_map_lookup_elem(&active_flows, &zero);
+	if (!flows)
+		return; /* slot 0 always holds a table */
+	now = bpf_ktime_get_ns();
+	counters = bpf_map_lookup_elem(flows, &key);
+	if (!counters) {
+		fresh.last_seen_ns = now;
+		if (sent)
+			fresh.sent = ret;
+		else
+			fresh.received = ret;
+		if (bpf_map_update_elem(flows, &key, &fresh, BPF_NOEXIST) == 0)
+			return;
+		/* Either another CPU created the flow first (-EEXIST), or the table
+		 * is full (-E2BIG / -ENOMEM). A second lookup tells the two apart. */
+		counters = bpf_map_lookup_elem(flows, &key);
+		if (!counters) {
+			counters = bpf_map_lookup_elem(&flow_overflow, &zero);
+			if (!counters)
+				return;
+		}
+	}
+	add_bytes(counters, ret, sent);
+	counters->last_seen_ns = now;
+}
 
 /* ---- connection roles --------------------------------------------------
  * inet_sock_set_state fires on every TCP state change (Linux 4.16+). A socket

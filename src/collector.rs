@@ -185,16 +185,13 @@ impl Collector {
             self.ledger.walked(&live, &mut self.table, now);
         }
         let closed = take_hash_map(&sockets.closed, self.last_closed as usize + 64)?;
-        let finals: Vec<ConnectionTotals> = closed
-            .iter()
-            .map(|(_, value)| {
-                let mut t = ConnectionTotals::default();
-                plain::copy_from_bytes(&mut t, value).expect("value is a connection_totals");
-                t
-            })
-            .collect();
-        self.ledger.finished(finals.iter(), &mut self.table, now);
-        self.last_closed = finals.len() as u64;
+        let finals = closed.iter().map(|(_, value)| {
+            let mut t = ConnectionTotals::default();
+            plain::copy_from_bytes(&mut t, value).expect("value is a connection_totals");
+            t
+        });
+        self.ledger.finished(finals, &mut self.table, now);
+        self.last_closed = closed.len() as u64;
         Ok(())
     }
 

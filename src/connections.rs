@@ -68,20 +68,20 @@ impl Ledger {
     }
 
     /// Final totals of connections that ended.
-    pub fn finished<'a>(
+    pub fn finished(
         &mut self,
-        finals: impl Iterator<Item = &'a ConnectionTotals>,
+        finals: impl IntoIterator<Item = ConnectionTotals>,
         table: &mut FlowTable,
         now_ns: u64,
     ) {
         for t in finals {
             let mut known = self.live.remove(&(t.socket, t.id)).unwrap_or(Known {
-                key: key_bytes(t),
+                key: key_bytes(&t),
                 sent: 0,
                 received: 0,
                 missed_walks: 0,
             });
-            let (sent, received) = growth(&mut known, t);
+            let (sent, received) = growth(&mut known, &t);
             if sent | received != 0 {
                 table.add_delta(&known.key, sent, received, now_ns);
             }
@@ -146,7 +146,7 @@ mod tests {
         ledger.walked(&[totals(1, 7, 5, 150, 10)], &mut table, 3);
         ledger.walked(&[totals(1, 7, 5, 140, 12)], &mut table, 4);
         assert_eq!(flow(&table), [(150, 12)], "a lower reading adds nothing");
-        ledger.finished([totals(1, 7, 5, 160, 20)].iter(), &mut table, 5);
+        ledger.finished([totals(1, 7, 5, 160, 20)], &mut table, 5);
         assert_eq!(flow(&table), [(160, 20)]);
         assert!(ledger.is_empty(), "a finished connection is forgotten");
     }
@@ -155,7 +155,7 @@ mod tests {
     fn a_reused_socket_address_is_a_new_connection() {
         let (mut ledger, mut table) = (Ledger::default(), FlowTable::new(100, u64::MAX));
         ledger.walked(&[totals(1, 7, 5, 100, 0)], &mut table, 1);
-        ledger.finished([totals(1, 7, 5, 100, 0)].iter(), &mut table, 2);
+        ledger.finished([totals(1, 7, 5, 100, 0)], &mut table, 2);
         ledger.walked(&[totals(1, 8, 5, 30, 0)], &mut table, 3);
         assert_eq!(flow(&table), [(130, 0)]);
     }
@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn a_connection_that_ends_between_walks_counts_in_full() {
         let (mut ledger, mut table) = (Ledger::default(), FlowTable::new(100, u64::MAX));
-        ledger.finished([totals(3, 9, 5, 42, 24)].iter(), &mut table, 1);
+        ledger.finished([totals(3, 9, 5, 42, 24)], &mut table, 1);
         assert_eq!(flow(&table), [(42, 24)]);
         assert_eq!(ledger.len(), 0);
     }

@@ -276,9 +276,16 @@ impl Probe {
             .open(storage)
             .map_err(libbpf("open the BPF object"))?;
         let filter = &config.filter;
+        // The flow tables are preallocated; only the per-event backends
+        // write them, so the socket backend keeps one entry each.
+        let table_entries = if backend == Backend::Socket {
+            1
+        } else {
+            config.flows_max
+        };
         for table in [&mut open.maps.flows_even, &mut open.maps.flows_odd] {
             table
-                .set_max_entries(config.flows_max)
+                .set_max_entries(table_entries)
                 .map_err(libbpf("size the flow tables"))?;
         }
         open.maps
