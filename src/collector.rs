@@ -31,8 +31,6 @@ pub struct FlowMaps {
     pub tables: [MapHandle; 2],
     pub overflow: MapHandle,
     pub health: MapHandle,
-    /// max_entries of each flow table.
-    pub capacity: u32,
     /// The socket backend's maps, when that is the backend.
     pub sockets: Option<SocketMaps>,
 }
@@ -160,10 +158,6 @@ impl Collector {
         self.drain()?;
         self.table.expire(monotonic_now_ns());
         Ok(())
-    }
-
-    pub fn capacity(&self) -> u32 {
-        self.maps.capacity
     }
 
     /// The table the probes write now, for tests that plant entries.

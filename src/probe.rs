@@ -191,7 +191,6 @@ pub struct Probe {
     programs: Vec<AttachedProgram>,
     skel: FlowSkel<'static>,
     backend: Backend,
-    capacity: u32,
 }
 
 impl fmt::Debug for Probe {
@@ -375,11 +374,10 @@ impl Probe {
                 _link: link,
             });
         }
-        let capacity = skel.maps.flows_even.max_entries();
         info!(
             backend = backend.name(),
             programs = ?programs.iter().map(|p| format!("{}(id {})", p.name, p.id)).collect::<Vec<_>>(),
-            flows_max = capacity,
+            flows_max = config.flows_max,
             sockets_max = config.sockets_max,
             "BPF programs loaded"
         );
@@ -387,7 +385,6 @@ impl Probe {
             programs,
             skel,
             backend,
-            capacity,
         })
     }
 
@@ -424,7 +421,6 @@ impl Probe {
             ],
             overflow: MapHandle::try_from(&self.skel.maps.flow_overflow)?,
             health: MapHandle::try_from(&self.skel.maps.probe_health)?,
-            capacity: self.capacity,
             sockets: self.socket_maps()?,
         })
     }
