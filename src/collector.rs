@@ -8,6 +8,10 @@
 //! table is then read and emptied with nothing writing to it, so no byte is
 //! lost or counted twice, and the kernel never deletes an entry a probe is
 //! adding to.
+//!
+//! Drains run once a second, off the scrape path. A scrape reads the table
+//! the probes write without switching it, and the drain that follows adds
+//! only the rest ([`FlowTable::credit`]).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -19,7 +23,7 @@ use crate::bpf::{ConnectionTotals, ProbeHealth};
 use crate::connections::Ledger;
 use crate::flow_table::FlowTable;
 use crate::flows::{monotonic_now_ns, value_from, Overflow, Snapshot};
-use crate::map_reader::{read_percpu_slot, take_hash_map};
+use crate::map_reader::{read_hash_map, read_percpu_slot, take_hash_map};
 use crate::socket_walk::SocketWalker;
 
 /// The maps the exporter reads.
@@ -60,7 +64,7 @@ pub struct Collector {
     /// Index into `maps.tables` of the table the probes write.
     writing: usize,
     table: FlowTable,
-    /// Entries the last drained kernel table held.
+    /// Entries the last drained or read kernel table held.
     last_drained: u64,
     /// Socket backend: the connections' last known totals.
     ledger: Ledger,
@@ -104,11 +108,28 @@ impl Collector {
         }
         let drained = self.writing;
         self.point_probes_at(1 - drained)?;
-        let entries = take_hash_map(&self.maps.tables[drained], self.last_drained as usize + 64)?;
+        let entries = take_hash_map(&self.maps.tables[drained], self.last_drained as usize + 64)
+            .inspect_err(|_| self.table.forget_taken())?;
         for (key, value) in entries.iter() {
             self.table.add(key, value);
         }
+        self.table.drained();
         self.last_drained = entries.len() as u64;
+        Ok(())
+    }
+
+    /// Adds what the table the probes write counted so far, without the
+    /// switch and its grace period: for scrapes (see [`FlowTable::credit`]).
+    fn read_written(&mut self) -> io::Result<()> {
+        if self.maps.sockets.is_some() {
+            return Ok(());
+        }
+        let written = &self.maps.tables[self.writing];
+        let entries = read_hash_map(written, self.last_drained as usize + 64)?;
+        for (key, value) in entries.iter() {
+            self.table.credit(key, value);
+        }
+        self.last_drained = self.last_drained.max(entries.len() as u64);
         Ok(())
     }
 
@@ -117,7 +138,7 @@ impl Collector {
     pub fn refresh(&mut self) -> io::Result<Snapshot> {
         let started = Instant::now();
         self.collect_connections(true)?;
-        self.drain()?;
+        self.read_written()?;
         let now = monotonic_now_ns();
         self.table.expire(now);
         let health = self.read_health()?;

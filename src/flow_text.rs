@@ -33,6 +33,12 @@ const RECEIVED: Family = Family {
 /// Bytes a series line takes on average, to size the output once.
 const LINE_ESTIMATE: usize = 128;
 
+/// Room for both flow families of `flows` flows, the overflow flow and the
+/// self-metrics, so the body is written without growing its buffer.
+pub fn body_estimate(flows: usize) -> usize {
+    (flows + 1) * LINE_ESTIMATE * 2 + 64 * 1024
+}
+
 /// Appends both flow families, each with the overflow flow, to `out`.
 pub fn write_flow_families(
     out: &mut String,
@@ -45,7 +51,7 @@ pub fn write_flow_families(
     // the text is built in one buffer without a second formatting pass.
     // (start, end, received bytes): 16 bytes a flow.
     let mut spans: Vec<(u32, u32, u64)> = Vec::with_capacity(table.len() + 1);
-    out.reserve((table.len() + 1) * LINE_ESTIMATE * 2 + 1024);
+    out.reserve(body_estimate(table.len()));
     header(out, &SENT, format);
     for (key, totals) in table.entries() {
         let Some((local, remote)) = decode_key(&key) else {

@@ -22,9 +22,11 @@ use tracing::{debug, warn};
 
 use crate::collector::Collector;
 use crate::flow_table::FlowTable;
+use crate::flow_text::body_estimate;
 use crate::flows::Snapshot;
 use crate::metrics::{self, ExporterInfo, ScrapeStats};
 use crate::program_stats::{self, ProgramHandle};
+use crate::response_buffers::ResponseBuffers;
 use crate::{negotiate, pages};
 
 /// How long open connections may take to finish after a shutdown signal.
@@ -41,6 +43,8 @@ pub struct AppState {
     pub info: ExporterInfo,
     pub telemetry_path: String,
     pub scrape_errors: AtomicU64,
+    /// /metrics bodies, kept mapped between scrapes.
+    pub buffers: Arc<ResponseBuffers>,
 }
 
 type Body = Full<Bytes>;
@@ -104,8 +108,14 @@ async fn handle(
             let stats = ScrapeStats {
                 errors: state.scrape_errors.load(Ordering::Relaxed),
             };
-            let text = metrics::encode(table, snapshot, &state.info, stats, format);
-            let mut response = if gzip { gzipped(text) } else { body(text) };
+            let buffers = &state.buffers;
+            let mut text = buffers.take_string(body_estimate(table.len()));
+            metrics::encode(&mut text, table, snapshot, &state.info, stats, format);
+            let mut response = if gzip {
+                gzipped(buffers, text.into_bytes())
+            } else {
+                body(buffers.body(text.into_bytes()))
+            };
             set(&mut response, CONTENT_TYPE, format.content_type());
             set(&mut response, VARY, "Accept, Accept-Encoding");
             response
@@ -253,18 +263,17 @@ fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
-fn gzipped(text: String) -> Response<Body> {
+fn gzipped(buffers: &Arc<ResponseBuffers>, text: Vec<u8>) -> Response<Body> {
     // Level 1: metrics text compresses ~10x even at the fastest level, and the
     // scrape path is where the time goes.
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(text.len() / 8),
-        flate2::Compression::fast(),
-    );
+    let mut encoder =
+        flate2::write::GzEncoder::new(buffers.take(text.len() / 8), flate2::Compression::fast());
     encoder
-        .write_all(text.as_bytes())
+        .write_all(&text)
         .expect("writing into a Vec cannot fail");
+    buffers.give_back(text);
     let compressed = encoder.finish().expect("writing into a Vec cannot fail");
-    let mut response = body(compressed);
+    let mut response = body(buffers.body(compressed));
     set(&mut response, CONTENT_ENCODING, "gzip");
     response
 }

@@ -4,7 +4,8 @@
 //! kernel hook (`bpf/flow.bpf.c`, configured by [`filter`], loaded by
 //! [`probe`]) → kernel flow tables, drained by [`collector`] with
 //! [`map_reader`] → running totals ([`flow_table`]) → snapshot ([`flows`]) →
-//! metric families ([`metrics`]) → HTTP ([`http`], [`negotiate`], [`pages`]).
+//! metric families ([`metrics`]) → HTTP ([`http`], [`negotiate`], [`pages`],
+//! [`response_buffers`]).
 
 pub mod bpf;
 pub mod cli;
@@ -23,5 +24,6 @@ pub mod pages;
 pub mod privileges;
 pub mod probe;
 pub mod program_stats;
+pub mod response_buffers;
 mod self_metrics;
 pub mod socket_walk;

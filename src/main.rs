@@ -101,6 +101,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         telemetry_path: cli.telemetry_path.clone(),
         scrape_errors: AtomicU64::new(0),
+        buffers: Arc::default(),
     });
 
     let runtime = tokio::runtime::Builder::new_current_thread()

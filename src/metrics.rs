@@ -51,16 +51,16 @@ pub struct ScrapeStats {
     pub errors: u64,
 }
 
-/// Encodes the flow families and the self-metrics into `format`.
+/// Appends the flow families and the self-metrics, in `format`, to `out`.
 pub fn encode(
+    out: &mut String,
     flows: &FlowTable,
     snapshot: Arc<Snapshot>,
     info: &ExporterInfo,
     stats: ScrapeStats,
     format: Format,
-) -> String {
-    let mut out = String::new();
-    flow_text::write_flow_families(&mut out, flows, snapshot.overflow(), format);
+) {
+    flow_text::write_flow_families(out, flows, snapshot.overflow(), format);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SelfCollector {
         snapshot,
@@ -70,11 +70,10 @@ pub fn encode(
     // The self-metrics are a few dozen series: prometheus-client's encoder is
     // plenty fast for them, and it ends OpenMetrics with its `# EOF`.
     let encoded = match format {
-        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
-        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+        Format::Text => prometheus_client::encoding::prometheus_text::encode(out, &registry),
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(out, &registry),
     };
     encoded.expect("writing into a String cannot fail");
-    out
 }
 
 #[derive(Debug)]
@@ -175,9 +174,21 @@ mod tests {
         }
     }
 
+    fn encoded(
+        flows: &FlowTable,
+        snapshot: Arc<Snapshot>,
+        info: &ExporterInfo,
+        stats: ScrapeStats,
+        format: Format,
+    ) -> String {
+        let mut out = String::new();
+        encode(&mut out, flows, snapshot, info, stats, format);
+        out
+    }
+
     #[test]
     fn text_format_has_exact_flow_samples() {
-        let out = encode(
+        let out = encoded(
             &table(),
             snapshot(),
             &info(),
@@ -221,7 +232,7 @@ mod tests {
 
     #[test]
     fn openmetrics_format_ends_with_eof() {
-        let out = encode(
+        let out = encoded(
             &table(),
             snapshot(),
             &info(),
