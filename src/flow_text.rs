@@ -11,6 +11,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::chunked_text::ChunkedText;
 use crate::flow_table::FlowTable;
 use crate::flows::{decode_key, Overflow, Role};
 use crate::metrics::Format;
@@ -41,24 +42,24 @@ pub fn body_estimate(flows: usize) -> usize {
 
 /// Appends both flow families, each with the overflow flow, to `out`.
 pub fn write_flow_families(
-    out: &mut String,
+    out: &mut ChunkedText,
     table: &FlowTable,
     overflow: Overflow,
     format: Format,
 ) {
     // Each flow's labels are formatted once, into the first family; the
-    // second family copies them from there (`spans`, 8 bytes a flow), so
-    // the text is built in one buffer without a second formatting pass.
-    // (start, end, received bytes): 16 bytes a flow.
-    let mut spans: Vec<(u32, u32, u64)> = Vec::with_capacity(table.len() + 1);
-    out.reserve(body_estimate(table.len()));
+    // second family copies them from there (`spans`, 24 bytes a flow: where
+    // the labels are, and the received bytes), so no label is formatted
+    // twice. The first family's chunks are kept, read-only, until then.
+    let mut spans = Vec::with_capacity(table.len() + 1);
+    out.keep_chunks();
     header(out, &SENT, format);
     for (key, totals) in table.entries() {
         let Some((local, remote)) = decode_key(&key) else {
             continue; // never stored: FlowTable drops undecodable keys
         };
         start_sample(out, &SENT);
-        let start = out.len();
+        let start = out.mark();
         write_labels(
             out,
             local.ip(),
@@ -67,31 +68,31 @@ pub fn write_flow_families(
             remote.port(),
             Role::from_raw(key.role).as_str(),
         );
-        spans.push((start as u32, out.len() as u32, totals.received));
+        spans.push((out.span_from(start), totals.received));
         end_sample(out, totals.sent);
     }
     start_sample(out, &SENT);
-    let start = out.len();
+    let start = out.mark();
     out.push_str(OVERFLOW_LABELS);
-    spans.push((start as u32, out.len() as u32, overflow.received));
+    spans.push((out.span_from(start), overflow.received));
     end_sample(out, overflow.sent);
+    // Every span is now in a chunk sent and kept.
+    out.flush();
 
     header(out, &RECEIVED, format);
-    for (start, end, value) in spans {
+    for (span, value) in spans {
         start_sample(out, &RECEIVED);
-        // SAFETY: the span covers labels this function wrote into `out`
-        // (ASCII, so on char boundaries), and `extend_from_within` copies
-        // them to the end without touching what is already there.
-        unsafe { out.as_mut_vec() }.extend_from_within(start as usize..end as usize);
+        out.copy(span);
         end_sample(out, value);
     }
+    out.drop_kept();
 }
 
 /// The overflow flow's labels.
 const OVERFLOW_LABELS: &str =
     r#"src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow""#;
 
-fn header(out: &mut String, family: &Family, format: Format) {
+fn header(out: &mut ChunkedText, family: &Family, format: Format) {
     // Text 0.0.4 names the family with its `_total` suffix and has no UNIT;
     // OpenMetrics names it without, and declares the unit.
     let name = match format {
@@ -105,19 +106,20 @@ fn header(out: &mut String, family: &Family, format: Format) {
     }
 }
 
-fn start_sample(out: &mut String, family: &Family) {
+fn start_sample(out: &mut ChunkedText, family: &Family) {
     out.push_str(family.name);
     out.push_str("_total{");
 }
 
-fn end_sample(out: &mut String, value: u64) {
+fn end_sample(out: &mut ChunkedText, value: u64) {
     out.push_str("} ");
     out.push_str(itoa::Buffer::new().format(value));
-    out.push('\n');
+    out.push_str("\n");
+    out.line_end();
 }
 
 fn write_labels(
-    out: &mut String,
+    out: &mut ChunkedText,
     local_ip: IpAddr,
     local_port: u16,
     remote_ip: IpAddr,
@@ -134,10 +136,10 @@ fn write_labels(
     write_port(out, remote_port);
     out.push_str("\",role=\"");
     out.push_str(role);
-    out.push('"');
+    out.push_str("\"");
 }
 
-fn write_ip(out: &mut String, ip: IpAddr) {
+fn write_ip(out: &mut ChunkedText, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => write_ipv4(out, v4),
         // Rare next to IPv4, and its zero-run compression is best left to std.
@@ -147,18 +149,18 @@ fn write_ip(out: &mut String, ip: IpAddr) {
     }
 }
 
-fn write_ipv4(out: &mut String, ip: Ipv4Addr) {
+fn write_ipv4(out: &mut ChunkedText, ip: Ipv4Addr) {
     let mut digits = itoa::Buffer::new();
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push('.');
+            out.push_str(".");
         }
         out.push_str(digits.format(octet));
     }
 }
 
 /// An aggregated port (0) is an empty label value.
-fn write_port(out: &mut String, port: u16) {
+fn write_port(out: &mut ChunkedText, port: u16) {
     if port != 0 {
         out.push_str(itoa::Buffer::new().format(port));
     }
@@ -168,6 +170,7 @@ fn write_port(out: &mut String, port: u16) {
 mod tests {
     use super::*;
     use crate::bpf::{FlowBytes, FlowKey, ROLE_CLIENT, ROLE_SERVER};
+    use crate::chunked_text::tests::written;
     use crate::flows::{port_label, Flow};
     use crate::metrics::OVERFLOW_MARKER;
     use prometheus_client::collector::Collector;
@@ -344,13 +347,20 @@ mod tests {
             sent: 5,
             received: 6,
         };
+        let write = |format| {
+            let out = written(false, |w| {
+                write_flow_families(w, &table, overflow, format);
+            });
+            String::from_utf8(out).unwrap()
+        };
         for format in [Format::Text, Format::OpenMetrics] {
-            let mut ours = String::new();
-            write_flow_families(&mut ours, &table, overflow, format);
-            assert_eq!(ours, reference(&flows, overflow, format), "{format:?}");
+            assert_eq!(
+                write(format),
+                reference(&flows, overflow, format),
+                "{format:?}"
+            );
         }
-        let mut text = String::new();
-        write_flow_families(&mut text, &table, overflow, Format::Text);
+        let text = write(Format::Text);
         for line in [
             r#"tcp_flow_sent_bytes_total{src_ip="10.0.0.1",src_port="",dst_ip="192.168.255.254",dst_port="443",role="client"} 1"#,
             r#"tcp_flow_received_bytes_total{src_ip="127.0.0.1",src_port="8080",dst_ip="127.0.0.1",dst_port="",role="server"} 18446744073709551615"#,

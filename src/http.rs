@@ -3,13 +3,12 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use hyper::server::conn::http1;
@@ -20,13 +19,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use crate::chunked_text::{ChunkedBody, WarmBuffers};
 use crate::collector::Collector;
-use crate::flow_table::FlowTable;
 use crate::flow_text::body_estimate;
 use crate::flows::Snapshot;
-use crate::metrics::{self, ExporterInfo, ScrapeStats};
+use crate::metrics::{self, ExporterInfo, Format, ScrapeStats};
 use crate::program_stats::{self, ProgramHandle};
-use crate::response_buffers::ResponseBuffers;
 use crate::{negotiate, pages};
 
 /// How long open connections may take to finish after a shutdown signal.
@@ -43,11 +41,12 @@ pub struct AppState {
     pub info: ExporterInfo,
     pub telemetry_path: String,
     pub scrape_errors: AtomicU64,
-    /// /metrics bodies, kept mapped between scrapes.
-    pub buffers: Arc<ResponseBuffers>,
+    /// The last /metrics body's buffers, for the next one.
+    pub buffers: WarmBuffers,
 }
 
-type Body = Full<Bytes>;
+/// Pages and errors are written whole; /metrics is sent as it is written.
+type Body = Either<Full<Bytes>, ChunkedBody>;
 
 /// Serves until `shutdown` completes, then lets open requests finish.
 pub async fn serve(
@@ -104,27 +103,11 @@ async fn handle(
         let accept = header(&req, ACCEPT);
         let format = negotiate::format_for(accept.as_deref());
         let gzip = negotiate::accepts_gzip(header(&req, ACCEPT_ENCODING).as_deref());
-        with_snapshot(state, Flows::InTable, move |state, table, snapshot| {
-            let stats = ScrapeStats {
-                errors: state.scrape_errors.load(Ordering::Relaxed),
-            };
-            let buffers = &state.buffers;
-            let mut text = buffers.take_string(body_estimate(table.len()));
-            metrics::encode(&mut text, table, snapshot, &state.info, stats, format);
-            let mut response = if gzip {
-                gzipped(buffers, text.into_bytes())
-            } else {
-                body(buffers.body(text.into_bytes()))
-            };
-            set(&mut response, CONTENT_TYPE, format.content_type());
-            set(&mut response, VARY, "Accept, Accept-Encoding");
-            response
-        })
-        .await
+        metrics_response(state, format, gzip).await
     } else {
         match path {
             "/" => {
-                with_snapshot(state, Flows::Copied, |state, _, snapshot| {
+                with_snapshot(state, |state, snapshot| {
                     let html =
                         pages::landing_html(&snapshot, state.info.backend, &state.telemetry_path);
                     typed(html, "text/html; charset=utf-8")
@@ -133,7 +116,7 @@ async fn handle(
             }
             "/api/flows" => {
                 let limit = query_param(req.uri().query(), "limit").and_then(|v| v.parse().ok());
-                with_snapshot(state, Flows::Copied, move |state, _, snapshot| {
+                with_snapshot(state, move |state, snapshot| {
                     typed(
                         pages::flows_json(&snapshot, state.info.backend, limit),
                         "application/json",
@@ -184,33 +167,75 @@ fn lock(collector: &Mutex<Collector>) -> std::sync::MutexGuard<'_, Collector> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Whether a view needs its own copy of the flows (the pages, which sort
-/// them) or reads them in the flow table (/metrics, which writes them all).
-#[derive(Copy, Clone, PartialEq, Eq)]
-enum Flows {
-    Copied,
-    InTable,
+/// Reads the maps off the async runtime (a big table takes milliseconds of
+/// syscalls) and answers as soon as that worked: the body follows while it
+/// is written, holding the flow table meanwhile.
+async fn metrics_response(state: Arc<AppState>, format: Format, gzip: bool) -> Response<Body> {
+    let (ready, answer) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let mut collector = lock(&state.collector);
+        let mut snapshot = match collector.refresh() {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                state.scrape_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "reading the BPF maps failed");
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        snapshot.programs = program_stats::read(&state.programs);
+        snapshot.bpf_stats_enabled = state.bpf_stats_held || program_stats::sysctl_enabled();
+        let table = collector.table();
+        let (mut text, body) = state.buffers.writer(body_estimate(table.len()), gzip);
+        if ready.send(Ok(body)).is_err() {
+            return; // the request is gone
+        }
+        let stats = ScrapeStats {
+            errors: state.scrape_errors.load(Ordering::Relaxed),
+        };
+        metrics::encode(
+            &mut text,
+            table,
+            Arc::new(snapshot),
+            &state.info,
+            stats,
+            format,
+        );
+        state.buffers.finish(text);
+    });
+    let mut response = match answer.await {
+        Ok(Ok(body)) => Response::new(Either::Right(body)),
+        Ok(Err(e)) => {
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the BPF maps failed: {e}\n"),
+            )
+        }
+        Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape task failed\n"),
+    };
+    set(&mut response, CONTENT_TYPE, format.content_type());
+    set(&mut response, VARY, "Accept, Accept-Encoding");
+    if gzip {
+        set(&mut response, CONTENT_ENCODING, "gzip");
+    }
+    response
 }
 
-/// Drains and reads the maps off the async runtime (a drain waits for an RCU
-/// grace period, and a big table takes milliseconds of syscalls) and renders
-/// the snapshot with `render`, holding the flow table meanwhile.
-async fn with_snapshot<F>(state: Arc<AppState>, flows: Flows, render: F) -> Response<Body>
+/// Reads the maps and copies the flows off the async runtime (a big table
+/// takes milliseconds of syscalls) and renders them with `render`: for the
+/// pages, which sort the flows and show few of them.
+async fn with_snapshot<F>(state: Arc<AppState>, render: F) -> Response<Body>
 where
-    F: FnOnce(&AppState, &FlowTable, Arc<Snapshot>) -> Response<Body> + Send + 'static,
+    F: FnOnce(&AppState, Snapshot) -> Response<Body> + Send + 'static,
 {
     let task = tokio::task::spawn_blocking(move || {
-        let mut collector = lock(&state.collector);
-        let snapshot = match flows {
-            Flows::Copied => collector.snapshot(),
-            Flows::InTable => collector.refresh(),
-        };
+        let snapshot = lock(&state.collector).snapshot();
         match snapshot {
             Ok(mut snapshot) => {
                 snapshot.programs = program_stats::read(&state.programs);
                 snapshot.bpf_stats_enabled =
                     state.bpf_stats_held || program_stats::sysctl_enabled();
-                render(&state, collector.table(), Arc::new(snapshot))
+                render(&state, snapshot)
             }
             Err(e) => {
                 state.scrape_errors.fetch_add(1, Ordering::Relaxed);
@@ -248,7 +273,7 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 }
 
 fn body(text: impl Into<Bytes>) -> Response<Body> {
-    Response::new(Full::new(text.into()))
+    Response::new(Either::Left(Full::new(text.into())))
 }
 
 fn typed(text: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
@@ -260,21 +285,6 @@ fn typed(text: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
 fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
     let mut response = typed(text, "text/plain; charset=utf-8");
     *response.status_mut() = status;
-    response
-}
-
-fn gzipped(buffers: &Arc<ResponseBuffers>, text: Vec<u8>) -> Response<Body> {
-    // Level 1: metrics text compresses ~10x even at the fastest level, and the
-    // scrape path is where the time goes.
-    let mut encoder =
-        flate2::write::GzEncoder::new(buffers.take(text.len() / 8), flate2::Compression::fast());
-    encoder
-        .write_all(&text)
-        .expect("writing into a Vec cannot fail");
-    buffers.give_back(text);
-    let compressed = encoder.finish().expect("writing into a Vec cannot fail");
-    let mut response = body(buffers.body(compressed));
-    set(&mut response, CONTENT_ENCODING, "gzip");
     response
 }
 

@@ -5,9 +5,10 @@
 //! [`probe`]) → kernel flow tables, drained by [`collector`] with
 //! [`map_reader`] → running totals ([`flow_table`]) → snapshot ([`flows`]) →
 //! metric families ([`metrics`]) → HTTP ([`http`], [`negotiate`], [`pages`],
-//! [`response_buffers`]).
+//! [`chunked_text`]).
 
 pub mod bpf;
+pub mod chunked_text;
 pub mod cli;
 pub mod collector;
 pub mod connections;
@@ -24,6 +25,5 @@ pub mod pages;
 pub mod privileges;
 pub mod probe;
 pub mod program_stats;
-pub mod response_buffers;
 mod self_metrics;
 pub mod socket_walk;

@@ -11,6 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 use tracing::info;
 
+use tcp_flow_exporter::chunked_text::WarmBuffers;
 use tcp_flow_exporter::cli::{Cli, ListenAddress};
 use tcp_flow_exporter::collector::Collector;
 use tcp_flow_exporter::flow_table::FlowTable;
@@ -101,7 +102,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         telemetry_path: cli.telemetry_path.clone(),
         scrape_errors: AtomicU64::new(0),
-        buffers: Arc::default(),
+        buffers: WarmBuffers::default(),
     });
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -12,6 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
+use crate::chunked_text::ChunkedText;
 use crate::flow_table::FlowTable;
 use crate::flow_text;
 use crate::flows::Snapshot;
@@ -53,7 +54,7 @@ pub struct ScrapeStats {
 
 /// Appends the flow families and the self-metrics, in `format`, to `out`.
 pub fn encode(
-    out: &mut String,
+    out: &mut ChunkedText,
     flows: &FlowTable,
     snapshot: Arc<Snapshot>,
     info: &ExporterInfo,
@@ -73,7 +74,7 @@ pub fn encode(
         Format::Text => prometheus_client::encoding::prometheus_text::encode(out, &registry),
         Format::OpenMetrics => prometheus_client::encoding::text::encode(out, &registry),
     };
-    encoded.expect("writing into a String cannot fail");
+    encoded.expect("writing into memory cannot fail");
 }
 
 #[derive(Debug)]
@@ -181,9 +182,10 @@ mod tests {
         stats: ScrapeStats,
         format: Format,
     ) -> String {
-        let mut out = String::new();
-        encode(&mut out, flows, snapshot, info, stats, format);
-        out
+        let out = crate::chunked_text::tests::written(false, |w| {
+            encode(w, flows, snapshot, info, stats, format);
+        });
+        String::from_utf8(out).unwrap()
     }
 
     #[test]

@@ -203,11 +203,42 @@ pub fn http_get_full(
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("bad status line"))?;
-    let headers = lines
+    let headers: HashMap<String, String> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Ok((status, headers, response[split + 4..].to_vec()))
+    let body = &response[split + 4..];
+    let body = match headers.get("transfer-encoding").map(String::as_str) {
+        Some("chunked") => dechunk(body)?,
+        _ => body.to_vec(),
+    };
+    Ok((status, headers, body))
+}
+
+/// The body of a response sent with `Transfer-Encoding: chunked`; an error
+/// if it does not end with the last (empty) chunk.
+pub fn dechunk(mut raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    let bad = |what: &str| std::io::Error::other(format!("chunked body: {what}"));
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| bad("no chunk size line (truncated?)"))?;
+        let size = std::str::from_utf8(&raw[..line_end])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
+            .ok_or_else(|| bad("bad chunk size"))?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        if raw.len() < size + 2 || &raw[size..size + 2] != b"\r\n" {
+            return Err(bad("chunk shorter than its size"));
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
 }
 
 /// One scrape, indexed by metric name and label set.

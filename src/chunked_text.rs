@@ -1,0 +1,396 @@
+//! /metrics bodies written and sent chunk by chunk, from buffers kept warm
+//! between scrapes.
+//!
+//! A body is about 250 bytes per flow: 25 MB at 100k flows. Written whole
+//! and then sent, the two add up; here hyper sends each chunk while the next
+//! is written (the response is chunked). The chunks are views into one
+//! buffer (`BytesMut::split`), and the next scrape takes that buffer back
+//! once hyper has dropped them all (`BytesMut::reserve` reclaims a buffer it
+//! owns alone), so it writes into memory already mapped: a fresh 25 MB
+//! buffer costs one page fault per 4 KiB, 21 ms on the benchmark VM, about as
+//! long as writing the text (BENCHMARKS.md).
+
+use std::fmt;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use bytes::buf::Writer;
+use bytes::{BufMut, Bytes, BytesMut};
+use flate2::write::GzEncoder;
+use hyper::body::{Body, Frame};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// Text goes out in chunks of about this size, cut at line ends.
+const CHUNK: usize = 256 * 1024;
+
+/// Gzip compresses metrics text about 7 times (BENCHMARKS.md).
+const GZIP_RATIO: usize = 7;
+
+/// The buffers the last body was written into, for the next one.
+#[derive(Debug, Default)]
+pub struct WarmBuffers {
+    text: Mutex<Warm>,
+    gzip: Mutex<Warm>,
+}
+
+#[derive(Debug, Default)]
+struct Warm {
+    /// What is left of the last body's buffer, after its last chunk.
+    buffer: BytesMut,
+    /// Bytes that buffer's memory holds, at least.
+    size: usize,
+    /// Bytes of the last body.
+    last_len: usize,
+}
+
+impl WarmBuffers {
+    /// A writer for a body of about `estimate` bytes of text, compressed
+    /// with gzip if `gzip`, and the response body its chunks feed.
+    pub fn writer(&self, estimate: usize, gzip: bool) -> (ChunkedText, ChunkedBody) {
+        let (sink, chunks) = unbounded_channel();
+        let text = lock(&self.text).take(estimate);
+        let gzip = gzip.then(|| {
+            // Level 1: metrics text compresses ~7x even at the fastest
+            // level, and the scrape path is where the time goes.
+            let out = lock(&self.gzip).take(estimate / GZIP_RATIO).writer();
+            GzEncoder::new(out, flate2::Compression::fast())
+        });
+        let writer = ChunkedText {
+            current: text,
+            written: 0,
+            sink_written: 0,
+            kept: Vec::new(),
+            keeping: false,
+            gzip,
+            sink,
+        };
+        (writer, ChunkedBody(chunks))
+    }
+
+    /// Sends what `writer` has left and keeps its buffers for the next body.
+    pub fn finish(&self, mut writer: ChunkedText) {
+        writer.flush();
+        writer.kept.clear();
+        if let Some(encoder) = writer.gzip.take() {
+            let mut out = encoder
+                .finish()
+                .expect("writing into memory cannot fail")
+                .into_inner();
+            let len = writer.sink_written + out.len();
+            send(&writer.sink, out.split().freeze());
+            lock(&self.gzip).keep(out, len);
+        }
+        lock(&self.text).keep(writer.current, writer.written);
+        // The end of the body: an empty chunk, which nothing else sends.
+        let _ = writer.sink.send(Bytes::new());
+    }
+}
+
+impl Warm {
+    /// A buffer with room for `estimate` bytes, or for the last body and
+    /// an eighth more if that was bigger: the same memory if every chunk
+    /// of the last body is gone and it is not far too big.
+    fn take(&mut self, estimate: usize) -> BytesMut {
+        let estimate = estimate.max(self.last_len + self.last_len / 8);
+        let mut buffer = std::mem::take(&mut self.buffer);
+        // A table that got much smaller does not keep its old size in memory.
+        if !buffer.try_reclaim(estimate) || self.size > estimate * 2 + CHUNK {
+            buffer = BytesMut::with_capacity(estimate);
+            self.size = estimate;
+        }
+        buffer
+    }
+
+    /// Keeps the rest of a body's buffer; the body was `len` bytes.
+    fn keep(&mut self, rest: BytesMut, len: usize) {
+        self.buffer = rest;
+        self.last_len = len;
+        // Writing past the buffer's room moves the rest into a bigger one.
+        self.size = self.size.max(len);
+    }
+}
+
+fn lock(slot: &Mutex<Warm>) -> std::sync::MutexGuard<'_, Warm> {
+    // A buffer stays valid between statements, whatever panicked.
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn send(sink: &UnboundedSender<Bytes>, chunk: Bytes) {
+    if !chunk.is_empty() {
+        // The client may have gone: the rest of the body is then dropped.
+        let _ = sink.send(chunk);
+    }
+}
+
+/// Where a piece of text was written, to copy it again later
+/// ([`ChunkedText::copy`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    chunk: u32,
+    start: u32,
+    end: u32,
+}
+
+/// Text written into a warm buffer and handed to hyper in chunks.
+pub struct ChunkedText {
+    /// The chunk being written; its spare room is the rest of the buffer.
+    current: BytesMut,
+    /// Bytes of text sent so far.
+    written: usize,
+    /// Bytes of gzip sent so far.
+    sink_written: usize,
+    /// Chunks already sent, while [`ChunkedText::keep_chunks`] is on.
+    kept: Vec<Bytes>,
+    keeping: bool,
+    gzip: Option<GzEncoder<Writer<BytesMut>>>,
+    sink: UnboundedSender<Bytes>,
+}
+
+impl ChunkedText {
+    pub fn push_str(&mut self, text: &str) {
+        self.current.extend_from_slice(text.as_bytes());
+    }
+
+    /// Call at the end of each line: sends the text so far once it fills a
+    /// chunk.
+    pub fn line_end(&mut self) {
+        if self.current.len() >= CHUNK {
+            self.flush();
+        }
+    }
+
+    /// Keeps the chunks sent from now on, so that [`ChunkedText::copy`] can
+    /// read them, until [`ChunkedText::drop_kept`].
+    pub fn keep_chunks(&mut self) {
+        self.keeping = true;
+    }
+
+    /// Sends the text so far and lets go of the kept chunks.
+    pub fn drop_kept(&mut self) {
+        self.flush();
+        self.keeping = false;
+        self.kept.clear();
+    }
+
+    /// Where the text written between `mark()` and `span_from()` is.
+    pub fn mark(&self) -> usize {
+        self.current.len()
+    }
+
+    pub fn span_from(&self, start: usize) -> Span {
+        Span {
+            chunk: self.kept.len() as u32,
+            start: start as u32,
+            end: self.current.len() as u32,
+        }
+    }
+
+    /// Writes again text written earlier, in a chunk kept since then; the
+    /// span's chunk must have been sent (a line end, or [`Self::flush`]).
+    pub fn copy(&mut self, span: Span) {
+        let chunk = &self.kept[span.chunk as usize];
+        self.current
+            .extend_from_slice(&chunk[span.start as usize..span.end as usize]);
+    }
+
+    /// Sends everything written so far.
+    pub fn flush(&mut self) {
+        if self.current.is_empty() {
+            return;
+        }
+        let chunk = self.current.split().freeze();
+        self.written += chunk.len();
+        if self.keeping {
+            self.kept.push(chunk.clone());
+        }
+        match &mut self.gzip {
+            None => send(&self.sink, chunk),
+            Some(encoder) => {
+                encoder
+                    .write_all(&chunk)
+                    .expect("writing into memory cannot fail");
+                let out = encoder.get_mut().get_mut();
+                if out.len() >= CHUNK {
+                    self.sink_written += out.len();
+                    send(&self.sink, out.split().freeze());
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Write for ChunkedText {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.push_str(text);
+        Ok(())
+    }
+}
+
+/// A response body fed by a [`ChunkedText`].
+#[derive(Debug)]
+pub struct ChunkedBody(UnboundedReceiver<Bytes>);
+
+impl ChunkedBody {
+    /// The whole body, once its writer finished; `None` if it has not (for
+    /// tests and benchmarks, which write and read on one thread).
+    pub fn written(mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            match self.0.try_recv() {
+                Ok(end) if end.is_empty() => return Some(out),
+                Ok(chunk) => out.extend_from_slice(&chunk),
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// The writer stopped before the end of the body (it panicked): hyper then
+/// aborts the response instead of ending it as if it were complete.
+#[derive(Debug)]
+pub struct Unfinished;
+
+impl fmt::Display for Unfinished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the body's writer stopped before its end")
+    }
+}
+
+impl std::error::Error for Unfinished {}
+
+impl Body for ChunkedBody {
+    type Data = Bytes;
+    type Error = Unfinished;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Unfinished>>> {
+        self.0.poll_recv(cx).map(|chunk| match chunk {
+            Some(end) if end.is_empty() => None,
+            Some(chunk) => Some(Ok(Frame::data(chunk))),
+            None => Some(Err(Unfinished)),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Everything a writer sends, after `write` ran and the writer finished.
+    pub(crate) fn written(gzip: bool, write: impl FnOnce(&mut ChunkedText)) -> Vec<u8> {
+        let buffers = WarmBuffers::default();
+        let (mut writer, mut body) = buffers.writer(1024, gzip);
+        write(&mut writer);
+        buffers.finish(writer);
+        let mut out = Vec::new();
+        loop {
+            let chunk = body
+                .0
+                .try_recv()
+                .expect("the body ends with an empty chunk");
+            if chunk.is_empty() {
+                return out;
+            }
+            out.extend_from_slice(&chunk);
+        }
+    }
+
+    fn lines(n: usize) -> impl Fn(&mut ChunkedText) {
+        move |w: &mut ChunkedText| {
+            for i in 0..n {
+                w.push_str(&format!("line {i}\n"));
+                w.line_end();
+            }
+        }
+    }
+
+    fn expected(n: usize) -> String {
+        (0..n).map(|i| format!("line {i}\n")).collect()
+    }
+
+    #[test]
+    fn chunks_arrive_whole_and_in_order() {
+        let n = 100_000; // about 1 MB: several chunks
+        assert_eq!(written(false, lines(n)), expected(n).into_bytes());
+    }
+
+    #[test]
+    fn gzip_chunks_form_one_gzip_stream() {
+        let n = 200_000;
+        let compressed = written(true, lines(n));
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(&compressed[..]),
+            &mut text,
+        )
+        .unwrap();
+        assert_eq!(text, expected(n));
+    }
+
+    #[test]
+    fn spans_copy_text_from_chunks_already_sent() {
+        let out = written(false, |w| {
+            w.keep_chunks();
+            let mut spans = Vec::new();
+            for i in 0..50_000 {
+                let start = w.mark();
+                w.push_str(&format!("label{i}"));
+                spans.push(w.span_from(start));
+                w.push_str("\n");
+                w.line_end();
+            }
+            w.flush();
+            for span in spans {
+                w.copy(span);
+                w.push_str("!\n");
+                w.line_end();
+            }
+            w.drop_kept();
+        });
+        let text = String::from_utf8(out).unwrap();
+        let first: String = (0..50_000).map(|i| format!("label{i}\n")).collect();
+        let second: String = (0..50_000).map(|i| format!("label{i}!\n")).collect();
+        assert_eq!(text, first + &second);
+    }
+
+    #[test]
+    fn the_next_body_reuses_the_buffer_once_the_last_one_is_sent() {
+        let buffers = WarmBuffers::default();
+        let (mut writer, body) = buffers.writer(4 << 20, false);
+        let address = writer.current.as_ptr();
+        lines(300_000)(&mut writer);
+        buffers.finish(writer);
+        drop(body); // hyper sent it and dropped every chunk
+        let (writer, _body) = buffers.writer(4 << 20, false);
+        assert_eq!(writer.current.as_ptr(), address);
+        assert!(writer.current.capacity() >= 4 << 20);
+    }
+
+    #[test]
+    fn a_body_still_being_sent_keeps_its_buffer() {
+        let buffers = WarmBuffers::default();
+        let (mut writer, _sending) = buffers.writer(4 << 20, false);
+        let address = writer.current.as_ptr();
+        lines(300_000)(&mut writer);
+        buffers.finish(writer);
+        let (writer, _body) = buffers.writer(4 << 20, false);
+        assert_ne!(writer.current.as_ptr(), address);
+    }
+
+    #[test]
+    fn a_body_much_smaller_than_the_buffer_gets_a_smaller_one() {
+        let buffers = WarmBuffers::default();
+        let (mut writer, body) = buffers.writer(64 << 20, false);
+        let address = writer.current.as_ptr();
+        lines(10)(&mut writer);
+        buffers.finish(writer);
+        drop(body);
+        let (writer, _body) = buffers.writer(1 << 20, false);
+        assert_ne!(writer.current.as_ptr(), address);
+        assert!(writer.current.capacity() < 4 << 20);
+    }
+}
