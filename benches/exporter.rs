@@ -184,45 +184,6 @@ fn flows(n: u32) -> (Vec<u8>, Vec<u8>) {
 
 /// Request to last byte of one scrape, read into a reused buffer so that the
 /// client's own copying stays out of the time. Returns the body length.
-/// One full scrape, timed from connect to the last byte; `response` is kept
-/// between scrapes so that the client does not fault in fresh memory.
-fn timed_scrape(exporter: &Exporter, gzip: bool, response: &mut Vec<u8>) -> (Duration, usize) {
-    use std::io::{Read, Write};
-    let encoding = if gzip {
-        "Accept-Encoding: gzip\r\n"
-    } else {
-        ""
-    };
-    let started = Instant::now();
-    let mut stream = std::net::TcpStream::connect(exporter.addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{encoding}\r\n"
-    )
-    .unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    response.clear();
-    loop {
-        let n = stream.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        if response.is_empty() && std::env::var_os("TFE_BENCH_TTFB").is_some() {
-            eprintln!("first byte after {:?}", started.elapsed());
-        }
-        response.extend_from_slice(&buf[..n]);
-    }
-    let elapsed = started.elapsed();
-    assert!(response.starts_with(b"HTTP/1.1 200"), "scrape failed");
-    let head = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response head")
-        + 4;
-    let body = common::dechunk(&response[head..]).expect("a complete body");
-    (elapsed, body.len())
-}
-
 fn scrape(n: u32) {
     // Port 1 is never used: the node's own traffic stays out of the numbers.
     // The flows are planted into the table the per-event backends write; the
@@ -250,10 +211,10 @@ fn scrape(n: u32) {
     let (mut text, mut gz) = (Vec::new(), Vec::new());
     let (mut body, mut body_gz) = (0, 0);
     for _ in 0..rounds {
-        let (t, len) = timed_scrape(&exporter, false, &mut response);
+        let (t, len) = common::timed_scrape(exporter.addr, false, &mut response);
         text.push(t);
         body = len;
-        let (t, len) = timed_scrape(&exporter, true, &mut response);
+        let (t, len) = common::timed_scrape(exporter.addr, true, &mut response);
         gz.push(t);
         body_gz = len;
     }

@@ -215,6 +215,45 @@ pub fn http_get_full(
     Ok((status, headers, body))
 }
 
+/// One full /metrics scrape for the benchmarks, timed from connect to the
+/// last byte, and the body's length; `response` is kept
+/// between scrapes so that the client does not fault in fresh memory.
+pub fn timed_scrape(addr: SocketAddr, gzip: bool, response: &mut Vec<u8>) -> (Duration, usize) {
+    let encoding = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{encoding}\r\n"
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    response.clear();
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        if response.is_empty() && std::env::var_os("TFE_BENCH_TTFB").is_some() {
+            eprintln!("first byte after {:?}", started.elapsed());
+        }
+        response.extend_from_slice(&buf[..n]);
+    }
+    let elapsed = started.elapsed();
+    assert!(response.starts_with(b"HTTP/1.1 200"), "scrape failed");
+    let head = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response head")
+        + 4;
+    let body = dechunk(&response[head..]).expect("a complete body");
+    (elapsed, body.len())
+}
+
 /// The body of a response sent with `Transfer-Encoding: chunked`; an error
 /// if it does not end with the last (empty) chunk.
 pub fn dechunk(mut raw: &[u8]) -> std::io::Result<Vec<u8>> {
