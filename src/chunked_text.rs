@@ -11,28 +11,34 @@
 //! long as writing the text (BENCHMARKS.md).
 
 use std::fmt;
-use std::io::Write as _;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
-use bytes::buf::Writer;
-use bytes::{BufMut, Bytes, BytesMut};
-use flate2::write::GzEncoder;
+use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
+
+use crate::parallel_gzip::{self, GzipState};
 
 /// Text goes out in chunks of about this size, cut at line ends.
 const CHUNK: usize = 256 * 1024;
 
-/// Gzip compresses metrics text about 7 times (BENCHMARKS.md).
-const GZIP_RATIO: usize = 7;
-
-/// The buffers the last body was written into, for the next one.
+/// The buffer the last body was written into, for the next one.
 #[derive(Debug, Default)]
 pub struct WarmBuffers {
     text: Mutex<Warm>,
-    gzip: Mutex<Warm>,
+}
+
+/// What the body's channel carries, in the body's order.
+#[derive(Debug)]
+enum Piece {
+    Data(Bytes),
+    /// A chunk being compressed elsewhere (see [`parallel_gzip`]).
+    Compressing(oneshot::Receiver<Bytes>),
+    End,
 }
 
 #[derive(Debug, Default)]
@@ -52,39 +58,35 @@ impl WarmBuffers {
         let (sink, chunks) = unbounded_channel();
         let text = lock(&self.text).take(estimate);
         let gzip = gzip.then(|| {
-            // Level 1: metrics text compresses ~7x even at the fastest
-            // level, and the scrape path is where the time goes.
-            let out = lock(&self.gzip).take(estimate / GZIP_RATIO).writer();
-            GzEncoder::new(out, flate2::Compression::fast())
+            let _ = sink.send(Piece::Data(Bytes::from_static(&parallel_gzip::HEADER)));
+            GzipState::default()
         });
         let writer = ChunkedText {
             current: text,
             written: 0,
-            sink_written: 0,
             kept: Vec::new(),
             keeping: false,
             gzip,
             sink,
         };
-        (writer, ChunkedBody(chunks))
+        (
+            writer,
+            ChunkedBody {
+                pieces: chunks,
+                compressing: None,
+            },
+        )
     }
 
     /// Sends what `writer` has left and keeps its buffers for the next body.
     pub fn finish(&self, mut writer: ChunkedText) {
         writer.flush();
         writer.kept.clear();
-        if let Some(encoder) = writer.gzip.take() {
-            let mut out = encoder
-                .finish()
-                .expect("writing into memory cannot fail")
-                .into_inner();
-            let len = writer.sink_written + out.len();
-            send(&writer.sink, out.split().freeze());
-            lock(&self.gzip).keep(out, len);
+        if let Some(gzip) = writer.gzip.take() {
+            send(&writer.sink, gzip.finish());
         }
         lock(&self.text).keep(writer.current, writer.written);
-        // The end of the body: an empty chunk, which nothing else sends.
-        let _ = writer.sink.send(Bytes::new());
+        let _ = writer.sink.send(Piece::End);
     }
 }
 
@@ -117,11 +119,9 @@ fn lock(slot: &Mutex<Warm>) -> std::sync::MutexGuard<'_, Warm> {
     slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn send(sink: &UnboundedSender<Bytes>, chunk: Bytes) {
-    if !chunk.is_empty() {
-        // The client may have gone: the rest of the body is then dropped.
-        let _ = sink.send(chunk);
-    }
+fn send(sink: &UnboundedSender<Piece>, chunk: Bytes) {
+    // The client may have gone: the rest of the body is then dropped.
+    let _ = sink.send(Piece::Data(chunk));
 }
 
 /// Where a piece of text was written, to copy it again later
@@ -139,13 +139,11 @@ pub struct ChunkedText {
     current: BytesMut,
     /// Bytes of text sent so far.
     written: usize,
-    /// Bytes of gzip sent so far.
-    sink_written: usize,
     /// Chunks already sent, while [`ChunkedText::keep_chunks`] is on.
     kept: Vec<Bytes>,
     keeping: bool,
-    gzip: Option<GzEncoder<Writer<BytesMut>>>,
-    sink: UnboundedSender<Bytes>,
+    gzip: Option<GzipState>,
+    sink: UnboundedSender<Piece>,
 }
 
 impl ChunkedText {
@@ -207,15 +205,8 @@ impl ChunkedText {
         }
         match &mut self.gzip {
             None => send(&self.sink, chunk),
-            Some(encoder) => {
-                encoder
-                    .write_all(&chunk)
-                    .expect("writing into memory cannot fail");
-                let out = encoder.get_mut().get_mut();
-                if out.len() >= CHUNK {
-                    self.sink_written += out.len();
-                    send(&self.sink, out.split().freeze());
-                }
+            Some(gzip) => {
+                let _ = self.sink.send(Piece::Compressing(gzip.compress(chunk)));
             }
         }
     }
@@ -230,7 +221,11 @@ impl fmt::Write for ChunkedText {
 
 /// A response body fed by a [`ChunkedText`].
 #[derive(Debug)]
-pub struct ChunkedBody(UnboundedReceiver<Bytes>);
+pub struct ChunkedBody {
+    pieces: UnboundedReceiver<Piece>,
+    /// The next piece, still being compressed.
+    compressing: Option<oneshot::Receiver<Bytes>>,
+}
 
 impl ChunkedBody {
     /// The whole body, once its writer finished; `None` if it has not (for
@@ -238,10 +233,10 @@ impl ChunkedBody {
     pub fn written(mut self) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         loop {
-            match self.0.try_recv() {
-                Ok(end) if end.is_empty() => return Some(out),
-                Ok(chunk) => out.extend_from_slice(&chunk),
-                Err(_) => return None,
+            match self.pieces.try_recv().ok()? {
+                Piece::Data(chunk) => out.extend_from_slice(&chunk),
+                Piece::Compressing(chunk) => out.extend_from_slice(&chunk.blocking_recv().ok()?),
+                Piece::End => return Some(out),
             }
         }
     }
@@ -268,11 +263,20 @@ impl Body for ChunkedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Unfinished>>> {
-        self.0.poll_recv(cx).map(|chunk| match chunk {
-            Some(end) if end.is_empty() => None,
-            Some(chunk) => Some(Ok(Frame::data(chunk))),
-            None => Some(Err(Unfinished)),
-        })
+        loop {
+            if let Some(compressing) = self.compressing.as_mut() {
+                let done = std::task::ready!(Pin::new(compressing).poll(cx));
+                self.compressing = None;
+                // A compressing thread that dropped its chunk panicked.
+                return Poll::Ready(Some(done.map(Frame::data).map_err(|_| Unfinished)));
+            }
+            match std::task::ready!(self.pieces.poll_recv(cx)) {
+                Some(Piece::Data(chunk)) => return Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                Some(Piece::Compressing(chunk)) => self.compressing = Some(chunk),
+                Some(Piece::End) => return Poll::Ready(None),
+                None => return Poll::Ready(Some(Err(Unfinished))),
+            }
+        }
     }
 }
 
@@ -283,20 +287,10 @@ pub(crate) mod tests {
     /// Everything a writer sends, after `write` ran and the writer finished.
     pub(crate) fn written(gzip: bool, write: impl FnOnce(&mut ChunkedText)) -> Vec<u8> {
         let buffers = WarmBuffers::default();
-        let (mut writer, mut body) = buffers.writer(1024, gzip);
+        let (mut writer, body) = buffers.writer(1024, gzip);
         write(&mut writer);
         buffers.finish(writer);
-        let mut out = Vec::new();
-        loop {
-            let chunk = body
-                .0
-                .try_recv()
-                .expect("the body ends with an empty chunk");
-            if chunk.is_empty() {
-                return out;
-            }
-            out.extend_from_slice(&chunk);
-        }
+        body.written().expect("a finished body")
     }
 
     fn lines(n: usize) -> impl Fn(&mut ChunkedText) {
