@@ -4,6 +4,7 @@
 //!
 //!   cargo bench --bench exporter                 everything
 //!   cargo bench --bench exporter -- scrape 1000  only the scrape at 1k flows
+//!   cargo bench --bench exporter -- gzip         gzip on one core, on several, and gzp's
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -32,6 +33,9 @@ fn main() {
         for n in [100_000, 1_000_000] {
             encode(n);
         }
+    }
+    if only("gzip") {
+        gzip(100_000);
     }
     if only("scrape") {
         let sizes: Vec<u32> = match args.get(1) {
@@ -84,21 +88,25 @@ fn startup() {
     );
 }
 
-/// The flow families alone, from an in-process table: the encoder's share
-/// of a scrape.
-fn encode(n: u32) {
-    use tcp_flow_exporter::chunked_text::WarmBuffers;
-    use tcp_flow_exporter::flow_table::FlowTable;
-    use tcp_flow_exporter::flow_text::{body_estimate, write_flow_families};
-    use tcp_flow_exporter::flows::Overflow;
-    use tcp_flow_exporter::metrics::Format;
+/// An in-process table of `n` flows, and how long adding them took.
+fn filled_table(n: u32) -> (tcp_flow_exporter::flow_table::FlowTable, Duration) {
     let (keys, values) = flows(n);
-    let mut table = FlowTable::new(n as usize, u64::MAX);
+    let mut table = tcp_flow_exporter::flow_table::FlowTable::new(n as usize, u64::MAX);
     let started = Instant::now();
     for (k, v) in keys.chunks_exact(40).zip(values.chunks_exact(24)) {
         table.add(k, v);
     }
-    let added = started.elapsed();
+    (table, started.elapsed())
+}
+
+/// The flow families alone, from an in-process table: the encoder's share
+/// of a scrape.
+fn encode(n: u32) {
+    use tcp_flow_exporter::chunked_text::WarmBuffers;
+    use tcp_flow_exporter::flow_text::{body_estimate, write_flow_families};
+    use tcp_flow_exporter::flows::Overflow;
+    use tcp_flow_exporter::metrics::Format;
+    let (table, added) = filled_table(n);
     let mut times = Vec::new();
     let mut len = 0;
     // One set of buffers for all rounds, as in the exporter: warm after the
@@ -120,6 +128,106 @@ fn encode(n: u32) {
         len as f64 / 1e6,
         added.as_secs_f64() * 1e3
     );
+}
+
+/// Gzip of a real body, three ways, interleaved: flate2 on one core (what
+/// the exporter did before), [`parallel_gzip`] as the exporter runs it, and
+/// gzp's `ParCompress` with as many threads: the measurement behind
+/// `src/parallel_gzip.rs`.
+fn gzip(n: u32) {
+    use bytes::Bytes;
+    use gzp::{deflate::Gzip, par::compress::ParCompressBuilder, ZWriter};
+    use std::io::Write;
+    use tcp_flow_exporter::chunked_text::WarmBuffers;
+    use tcp_flow_exporter::flow_text::{body_estimate, write_flow_families};
+    use tcp_flow_exporter::flows::Overflow;
+    use tcp_flow_exporter::metrics::Format;
+    use tcp_flow_exporter::parallel_gzip::{GzipState, HEADER};
+
+    const CHUNK: usize = 256 * 1024;
+    let (table, _) = filled_table(n);
+    let buffers = WarmBuffers::default();
+    let (mut out, body) = buffers.writer(body_estimate(table.len()), false);
+    write_flow_families(&mut out, &table, Overflow::default(), Format::Text);
+    buffers.finish(out);
+    let text = Bytes::from(body.written().expect("a finished body"));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+
+    let one_core = |text: &Bytes| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for chunk in text.chunks(CHUNK) {
+            gz.write_all(chunk).unwrap();
+        }
+        gz.finish().unwrap()
+    };
+    let parallel = |text: &Bytes| {
+        let mut state = GzipState::default();
+        let pending: Vec<_> = (0..text.len())
+            .step_by(CHUNK)
+            .map(|at| state.compress(text.slice(at..(at + CHUNK).min(text.len()))))
+            .collect();
+        let mut gz = HEADER.to_vec();
+        for blocks in pending {
+            gz.extend_from_slice(&blocks.blocking_recv().unwrap());
+        }
+        gz.extend_from_slice(&state.finish());
+        gz
+    };
+    let gzp = |text: &Bytes| {
+        let mut gz = Vec::new();
+        std::thread::scope(|scope| {
+            let mut z = ParCompressBuilder::<Gzip>::new()
+                .compression_level(flate2::Compression::fast())
+                .num_threads(threads)
+                .unwrap()
+                .buffer_size(CHUNK)
+                .unwrap()
+                .from_borrowed_writer(&mut gz, scope);
+            for chunk in text.chunks(CHUNK) {
+                z.write_all(chunk).unwrap();
+            }
+            z.finish().unwrap();
+        });
+        gz
+    };
+    type Compressor<'a> = &'a dyn Fn(&Bytes) -> Vec<u8>;
+    let ways: [(&str, Compressor); 3] = [
+        ("flate2, one core", &one_core),
+        ("parallel_gzip", &parallel),
+        ("gzp ParCompress", &gzp),
+    ];
+    let mut times = vec![Vec::new(); ways.len()];
+    let mut sizes = vec![0; ways.len()];
+    for round in 0..11 {
+        // A different way goes first each round.
+        for i in (0..ways.len()).map(|i| (i + round) % ways.len()) {
+            let started = Instant::now();
+            let gz = ways[i].1(&text);
+            times[i].push(started.elapsed());
+            sizes[i] = gz.len();
+            let mut back = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut back)
+                .unwrap();
+            assert!(back == text, "{} does not decode to the text", ways[i].0);
+        }
+    }
+    println!(
+        "gzip of the {n}-flow body ({:.1} MB), {threads} threads, median of 11 (min-max):",
+        text.len() as f64 / 1e6
+    );
+    for (i, (name, _)) in ways.iter().enumerate() {
+        let (min, max) = (
+            times[i].iter().min().unwrap(),
+            times[i].iter().max().unwrap(),
+        );
+        println!(
+            "  {name}: {:.1} ms ({:.1}-{:.1}), {:.2} MB",
+            median(times[i].clone()).as_secs_f64() * 1e3,
+            min.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3,
+            sizes[i] as f64 / 1e6
+        );
+    }
 }
 
 /// The kernel table the running exporter's probes write now: the one

@@ -203,6 +203,11 @@ impl ChunkedText {
         if self.keeping {
             self.kept.push(chunk.clone());
         }
+        if self.sink.is_closed() {
+            // The client left (a scrape timeout, say): compressing the rest
+            // would only load a node that is already slow to answer.
+            return;
+        }
         match &mut self.gzip {
             None => send(&self.sink, chunk),
             Some(gzip) => {
@@ -362,6 +367,19 @@ pub(crate) mod tests {
         let (writer, _body) = buffers.writer(4 << 20, false);
         assert_eq!(writer.current.as_ptr(), address);
         assert!(writer.current.capacity() >= 4 << 20);
+    }
+
+    #[test]
+    fn a_gzip_body_the_client_dropped_is_not_compressed() {
+        let buffers = WarmBuffers::default();
+        let (mut writer, body) = buffers.writer(4 << 20, true);
+        let address = writer.current.as_ptr();
+        drop(body); // the client left before the first chunk
+        lines(300_000)(&mut writer);
+        buffers.finish(writer);
+        // No compressing thread holds a chunk: the buffer is free at once.
+        let (writer, _body) = buffers.writer(4 << 20, true);
+        assert_eq!(writer.current.as_ptr(), address);
     }
 
     #[test]

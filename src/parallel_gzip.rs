@@ -71,6 +71,9 @@ struct Job {
 impl Job {
     fn run(self) {
         // The body may be gone (the client left): nothing to do then.
+        if self.done.is_closed() {
+            return;
+        }
         let _ = self.done.send(Bytes::from(deflate_blocks(&self.chunk)));
     }
 }
