@@ -4,7 +4,7 @@
 //!
 //!   cargo bench --bench exporter                 everything
 //!   cargo bench --bench exporter -- scrape 1000  only the scrape at 1k flows
-//!   cargo bench --bench exporter -- gzip         gzip on one core, on several, and gzp's
+//!   cargo bench --bench exporter -- gzip         gzip on one core and on several
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -130,10 +130,9 @@ fn encode(n: u32) {
     );
 }
 
-/// Gzip of a real body, three ways, interleaved: flate2 on one core (what
-/// the exporter did before), [`parallel_gzip`] as the exporter runs it, and
-/// gzp's `ParCompress` with as many threads: the measurement behind
-/// `src/parallel_gzip.rs`.
+/// Gzip of a real body, interleaved: flate2 on one core (what the exporter
+/// did before) and gzp's `ParCompress` set up as `src/chunked_text.rs` does.
+/// BENCHMARKS.md has the run that compared both with a pool of our own.
 fn gzip(n: u32) {
     use bytes::Bytes;
     use gzp::{deflate::Gzip, par::compress::ParCompressBuilder, ZWriter};
@@ -142,7 +141,6 @@ fn gzip(n: u32) {
     use tcp_flow_exporter::flow_text::{body_estimate, write_flow_families};
     use tcp_flow_exporter::flows::Overflow;
     use tcp_flow_exporter::metrics::Format;
-    use tcp_flow_exporter::parallel_gzip::{GzipState, HEADER};
 
     const CHUNK: usize = 256 * 1024;
     let (table, _) = filled_table(n);
@@ -159,19 +157,6 @@ fn gzip(n: u32) {
             gz.write_all(chunk).unwrap();
         }
         gz.finish().unwrap()
-    };
-    let parallel = |text: &Bytes| {
-        let mut state = GzipState::default();
-        let pending: Vec<_> = (0..text.len())
-            .step_by(CHUNK)
-            .map(|at| state.compress(text.slice(at..(at + CHUNK).min(text.len()))))
-            .collect();
-        let mut gz = HEADER.to_vec();
-        for blocks in pending {
-            gz.extend_from_slice(&blocks.blocking_recv().unwrap());
-        }
-        gz.extend_from_slice(&state.finish());
-        gz
     };
     let gzp = |text: &Bytes| {
         let mut gz = Vec::new();
@@ -191,11 +176,8 @@ fn gzip(n: u32) {
         gz
     };
     type Compressor<'a> = &'a dyn Fn(&Bytes) -> Vec<u8>;
-    let ways: [(&str, Compressor); 3] = [
-        ("flate2, one core", &one_core),
-        ("parallel_gzip", &parallel),
-        ("gzp ParCompress", &gzp),
-    ];
+    let ways: [(&str, Compressor); 2] =
+        [("flate2, one core", &one_core), ("gzp ParCompress", &gzp)];
     let mut times = vec![Vec::new(); ways.len()];
     let mut sizes = vec![0; ways.len()];
     for round in 0..11 {

@@ -5,7 +5,7 @@
 //! [`probe`]) → kernel flow tables, drained by [`collector`] with
 //! [`map_reader`] → running totals ([`flow_table`]) → snapshot ([`flows`]) →
 //! metric families ([`metrics`]) → HTTP ([`http`], [`negotiate`], [`pages`],
-//! [`chunked_text`], [`parallel_gzip`]).
+//! [`chunked_text`]).
 
 pub mod bpf;
 pub mod chunked_text;
@@ -22,7 +22,6 @@ pub mod map_reader;
 pub mod metrics;
 pub mod negotiate;
 pub mod pages;
-pub mod parallel_gzip;
 pub mod privileges;
 pub mod probe;
 pub mod program_stats;
