@@ -131,49 +131,37 @@ fn encode(n: u32) {
 }
 
 /// Gzip of a real body, interleaved: flate2 on one core (what the exporter
-/// did before) and gzp's `ParCompress` set up as `src/chunked_text.rs` does.
+/// did before) and the exporter's gzp compressor on several.
 /// BENCHMARKS.md has the run that compared both with a pool of our own.
 fn gzip(n: u32) {
     use bytes::Bytes;
-    use gzp::{deflate::Gzip, par::compress::ParCompressBuilder, ZWriter};
+    use gzp::ZWriter;
     use std::io::Write;
-    use tcp_flow_exporter::chunked_text::WarmBuffers;
+    use tcp_flow_exporter::chunked_text::{gzip_compressor, gzip_threads, WarmBuffers, CHUNK};
     use tcp_flow_exporter::flow_text::{body_estimate, write_flow_families};
     use tcp_flow_exporter::flows::Overflow;
     use tcp_flow_exporter::metrics::Format;
 
-    const CHUNK: usize = 256 * 1024;
     let (table, _) = filled_table(n);
     let buffers = WarmBuffers::default();
     let (mut out, body) = buffers.writer(body_estimate(table.len()), false);
     write_flow_families(&mut out, &table, Overflow::default(), Format::Text);
     buffers.finish(out);
     let text = Bytes::from(body.written().expect("a finished body"));
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let threads = gzip_threads();
 
     let one_core = |text: &Bytes| {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text).unwrap();
+        gz.finish().unwrap()
+    };
+    let gzp = |text: &Bytes| {
+        let mut gz = gzip_compressor(Vec::new());
+        // In chunks, as the exporter writes them.
         for chunk in text.chunks(CHUNK) {
             gz.write_all(chunk).unwrap();
         }
         gz.finish().unwrap()
-    };
-    let gzp = |text: &Bytes| {
-        let mut gz = Vec::new();
-        std::thread::scope(|scope| {
-            let mut z = ParCompressBuilder::<Gzip>::new()
-                .compression_level(flate2::Compression::fast())
-                .num_threads(threads)
-                .unwrap()
-                .buffer_size(CHUNK)
-                .unwrap()
-                .from_borrowed_writer(&mut gz, scope);
-            for chunk in text.chunks(CHUNK) {
-                z.write_all(chunk).unwrap();
-            }
-            z.finish().unwrap();
-        });
-        gz
     };
     type Compressor<'a> = &'a dyn Fn(&Bytes) -> Vec<u8>;
     let ways: [(&str, Compressor); 2] =

@@ -30,7 +30,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 /// Text goes out in chunks of about this size, cut at line ends; gzp
 /// compresses blocks of this size.
-const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 256 * 1024;
 
 /// At most this many compressing threads, whatever the node's size: a
 /// scrape should not take over a big node.
@@ -75,7 +75,7 @@ impl WarmBuffers {
         let (sink, chunks) = unbounded_channel();
         let text = lock(&self.text).take(estimate);
         let gzip = match gzip {
-            true => Compressing::On(compressor(BodySink(sink.clone()))),
+            true => Compressing::On(gzip_compressor(BodySink(sink.clone()))),
             false => Compressing::Off,
         };
         let writer = ChunkedText {
@@ -106,16 +106,21 @@ impl WarmBuffers {
     }
 }
 
-/// A gzip stream of the text written into it, compressed on up to
-/// [`MAX_GZIP_THREADS`] cores (as many as the process may use, cgroup
-/// limits included), sent to `sink` block by block in order.
-fn compressor(sink: BodySink) -> ParCompress<'static, Gzip, BodySink> {
-    let threads = std::thread::available_parallelism()
+/// Threads that compress one gzip body: as many as the cores the process
+/// may use (cgroup limits included), at most [`MAX_GZIP_THREADS`].
+pub fn gzip_threads() -> usize {
+    std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(MAX_GZIP_THREADS);
+        .min(MAX_GZIP_THREADS)
+}
+
+/// A gzip stream of the text written into it, compressed on
+/// [`gzip_threads`] cores and written to `sink` block by block in order
+/// (public for the benchmark that compares it with one core).
+pub fn gzip_compressor<W: io::Write + Send + 'static>(sink: W) -> ParCompress<'static, Gzip, W> {
     ParCompressBuilder::<Gzip>::new()
         .compression_level(Compression::fast())
-        .num_threads(threads)
+        .num_threads(gzip_threads())
         .expect("at least one thread")
         .buffer_size(CHUNK)
         .expect("a chunk holds gzp's 32 KiB dictionary")
