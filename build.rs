@@ -1,15 +1,28 @@
-//! Compiles the BPF programs with clang and generates their Rust skeletons
-//! into OUT_DIR: bpf/flow.bpf.c, the exporter's, and bpf/empty.bpf.c, the
-//! benchmarks' baseline.
+//! Compiles the BPF objects with clang and generates their Rust skeletons into
+//! OUT_DIR, one per backend family: bpf/per_event.bpf.c (tracepoint, fentry and
+//! kprobe backends), bpf/socket.bpf.c (the socket backend), and
+//! bpf/empty.bpf.c, the benchmarks' baseline.
 
 use std::env;
 use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SOURCES: [(&str, &str); 2] = [
-    ("bpf/flow.bpf.c", "flow.skel.rs"),
+/// (source, skeleton written to OUT_DIR)
+const OBJECTS: [(&str, &str); 3] = [
+    ("bpf/per_event.bpf.c", "per_event.skel.rs"),
+    ("bpf/socket.bpf.c", "socket.skel.rs"),
     ("bpf/empty.bpf.c", "empty.skel.rs"),
+];
+
+/// Every header an object includes; a change to one rebuilds them all.
+const HEADERS: [&str; 6] = [
+    "bpf/flow.h",
+    "bpf/common.bpf.h",
+    "bpf/filter.bpf.h",
+    "bpf/socket_positions.bpf.h",
+    "bpf/socket_marks.bpf.h",
+    "bpf/socket_walk.bpf.h",
 ];
 
 fn main() {
@@ -22,7 +35,7 @@ fn main() {
     };
     let vmlinux = format!("vmlinux/{arch}");
 
-    for (source, skeleton) in SOURCES {
+    for (source, skeleton) in OBJECTS {
         SkeletonBuilder::new()
             .source(source)
             .clang_args([
@@ -39,12 +52,8 @@ fn main() {
             .unwrap_or_else(|e| panic!("building {source}: {e:#}"));
         println!("cargo:rerun-if-changed={source}");
     }
-    for path in [
-        "bpf/flow.h",
-        "bpf/filter.bpf.h",
-        "bpf/socket_backend.bpf.h",
-        &format!("{vmlinux}/vmlinux.h"),
-    ] {
-        println!("cargo:rerun-if-changed={path}");
+    for header in HEADERS {
+        println!("cargo:rerun-if-changed={header}");
     }
+    println!("cargo:rerun-if-changed={vmlinux}/vmlinux.h");
 }

@@ -6,14 +6,17 @@
 //!   cargo bench --bench exporter -- scrape 1000  only the scrape at 1k flows
 //!   cargo bench --bench exporter -- gzip         gzip on one core and on several
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/support/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{http_get_full, Exporter};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
-use tcp_flow_exporter::bpf::{FlowBytes, FlowKey};
+use tcp_flow_exporter::flows::key::{encode_key, Role};
+use tcp_flow_exporter::flows::FlowTable;
+use tcp_flow_exporter::kernel::skel::{as_bytes, key_bytes, FlowBytes, FlowKeyBytes};
+use tcp_flow_exporter::source::FlowSink;
 
 fn main() {
     // SAFETY: geteuid has no preconditions.
@@ -89,12 +92,12 @@ fn startup() {
 }
 
 /// An in-process table of `n` flows, and how long adding them took.
-fn filled_table(n: u32) -> (tcp_flow_exporter::flow_table::FlowTable, Duration) {
+fn filled_table(n: u32) -> (FlowTable, Duration) {
     let (keys, values) = flows(n);
-    let mut table = tcp_flow_exporter::flow_table::FlowTable::new(n as usize, u64::MAX);
+    let mut table = FlowTable::new(n as usize, u64::MAX);
     let started = Instant::now();
-    for (k, v) in keys.chunks_exact(40).zip(values.chunks_exact(24)) {
-        table.add(k, v);
+    for (key, value) in keys.iter().zip(&values) {
+        table.settle(key, value);
     }
     (table, started.elapsed())
 }
@@ -102,10 +105,10 @@ fn filled_table(n: u32) -> (tcp_flow_exporter::flow_table::FlowTable, Duration) 
 /// The flow families alone, from an in-process table: the encoder's share
 /// of a scrape.
 fn encode(n: u32) {
-    use tcp_flow_exporter::chunked_text::WarmBuffers;
-    use tcp_flow_exporter::flow_text::{body_estimate, write_flow_families};
-    use tcp_flow_exporter::flows::Overflow;
-    use tcp_flow_exporter::metrics::Format;
+    use tcp_flow_exporter::exposition::chunked::WarmBuffers;
+    use tcp_flow_exporter::exposition::flow_families::{body_estimate, write};
+    use tcp_flow_exporter::exposition::Format;
+    use tcp_flow_exporter::source::Overflow;
     let (table, added) = filled_table(n);
     let mut times = Vec::new();
     let mut len = 0;
@@ -115,7 +118,7 @@ fn encode(n: u32) {
     for _ in 0..7 {
         let started = Instant::now();
         let (mut out, body) = buffers.writer(body_estimate(table.len()), false);
-        write_flow_families(&mut out, &table, Overflow::default(), Format::Text);
+        write(&mut out, &table, Overflow::default(), Format::Text);
         buffers.finish(out);
         times.push(started.elapsed());
         len = body.written().expect("a finished body").len();
@@ -137,15 +140,17 @@ fn gzip(n: u32) {
     use bytes::Bytes;
     use gzp::ZWriter;
     use std::io::Write;
-    use tcp_flow_exporter::chunked_text::{gzip_compressor, gzip_threads, WarmBuffers, CHUNK};
-    use tcp_flow_exporter::flow_text::{body_estimate, write_flow_families};
-    use tcp_flow_exporter::flows::Overflow;
-    use tcp_flow_exporter::metrics::Format;
+    use tcp_flow_exporter::exposition::chunked::{
+        gzip_compressor, gzip_threads, WarmBuffers, CHUNK,
+    };
+    use tcp_flow_exporter::exposition::flow_families::{body_estimate, write};
+    use tcp_flow_exporter::exposition::Format;
+    use tcp_flow_exporter::source::Overflow;
 
     let (table, _) = filled_table(n);
     let buffers = WarmBuffers::default();
     let (mut out, body) = buffers.writer(body_estimate(table.len()), false);
-    write_flow_families(&mut out, &table, Overflow::default(), Format::Text);
+    write(&mut out, &table, Overflow::default(), Format::Text);
     buffers.finish(out);
     let text = Bytes::from(body.written().expect("a finished body"));
     let threads = gzip_threads();
@@ -219,45 +224,30 @@ fn writing_table() -> MapHandle {
 /// Writes `n` distinct IPv4 flows with realistic label lengths.
 fn plant(table: &MapHandle, n: u32) {
     let (keys, values) = flows(n);
+    let keys: Vec<u8> = keys.iter().flatten().copied().collect();
+    let values: Vec<u8> = values.iter().flat_map(as_bytes).copied().collect();
     table
         .update_batch(&keys, &values, n, MapFlags::ANY, MapFlags::ANY)
         .expect("plant flows");
 }
 
-/// `n` distinct IPv4 flows as packed keys and values.
-fn flows(n: u32) -> (Vec<u8>, Vec<u8>) {
-    let now = {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid timespec to fill.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    };
-    let (mut keys, mut values) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let mut key = FlowKey {
-            family: libc::AF_INET as u16,
-            local_port: 0,
-            remote_port: [443, 5432, 8080, 6379][(i % 4) as usize],
-            role: 1,
-            ..FlowKey::default()
-        };
-        key.local_addr[..4].copy_from_slice(&[10, 244, (i >> 16) as u8, (i >> 8) as u8]);
-        key.remote_addr[..4].copy_from_slice(&[172, 16, (i >> 8) as u8, i as u8]);
-        let value = FlowBytes {
-            sent: u64::from(i) * 1_000 + 7,
-            received: u64::from(i) * 31_337 + 1,
-            last_seen_ns: now,
-        };
-        // SAFETY: Plain structs viewed as their bytes.
-        unsafe {
-            keys.extend_from_slice(plain::as_bytes(&key));
-            values.extend_from_slice(plain::as_bytes(&value));
-        }
-    }
-    (keys, values)
+/// `n` distinct IPv4 flows as kernel keys and values.
+fn flows(n: u32) -> (Vec<FlowKeyBytes>, Vec<FlowBytes>) {
+    let now = tcp_flow_exporter::kernel::monotonic_now_ns();
+    (0..n)
+        .map(|i| {
+            let local = std::net::Ipv4Addr::new(10, 244, (i >> 16) as u8, (i >> 8) as u8);
+            let remote = std::net::Ipv4Addr::new(172, 16, (i >> 8) as u8, i as u8);
+            let port = [443, 5432, 8080, 6379][(i % 4) as usize];
+            let key = encode_key((local, 0).into(), (remote, port).into(), Role::Client);
+            let value = FlowBytes {
+                sent: u64::from(i) * 1_000 + 7,
+                received: u64::from(i) * 31_337 + 1,
+                last_seen_ns: now,
+            };
+            (key_bytes(&key), value)
+        })
+        .unzip()
 }
 
 /// Request to last byte of one scrape, read into a reused buffer so that the

@@ -9,7 +9,7 @@
 //!
 //! Parts: events, connections, walk, throughput.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/support/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};
@@ -22,8 +22,8 @@ use common::traffic::Pair;
 use common::{Exporter, Scrape};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::Link;
-use tcp_flow_exporter::bpf::empty::EmptySkelBuilder;
-use tcp_flow_exporter::program_stats::{self, ProgramHandle};
+use tcp_flow_exporter::kernel::programs::{self, ProgramHandle};
+use tcp_flow_exporter::kernel::skel::empty::EmptySkelBuilder;
 
 fn main() {
     // SAFETY: geteuid has no preconditions.
@@ -41,7 +41,7 @@ fn main() {
         None => vec!["socket", "tracepoint"],
     };
     let only = |name: &str| part.is_none() || part == Some(name);
-    let _stats = program_stats::enable().expect("BPF_ENABLE_STATS (Linux 5.8+)");
+    let _stats = programs::enable().expect("BPF_ENABLE_STATS (Linux 5.8+)");
     if only("events") {
         events(&backends);
     }
@@ -58,7 +58,7 @@ fn main() {
 
 /// (runs, run time in ns) of one program, from its fd.
 fn stats(handle: &ProgramHandle) -> (u64, u64) {
-    let s = &program_stats::read(std::slice::from_ref(handle))[0];
+    let s = &programs::read(std::slice::from_ref(handle))[0];
     (s.run_count, s.run_time_ns)
 }
 
@@ -97,7 +97,7 @@ fn empty_programs(names: &[&'static str]) -> (Vec<Link>, Vec<ProgramHandle>) {
         if let Some(&empty) = names.iter().find(|e| **e == name) {
             links.push(prog.attach().expect("attach an empty program"));
             handles.push(ProgramHandle {
-                name: empty,
+                name: empty.to_string(),
                 fd: prog.as_fd().try_clone_to_owned().unwrap(),
             });
         }

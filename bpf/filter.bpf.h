@@ -1,28 +1,19 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Which flows are counted (--filter.*) and how their ports are kept
- * (--flows.ports). User space writes the settings into .rodata before the
- * program loads, so the verifier sees them as constants and drops every
- * check that is switched off: an exporter without filters pays nothing.
+ * (--flows.ports). User space writes the settings (struct filter_settings,
+ * flow.h) into .rodata before the program loads; the kernel freezes it, so
+ * the verifier sees every field as a constant and drops every check that is
+ * switched off: an exporter without filters pays nothing.
  *
- * Included once, by flow.bpf.c.
+ * Included by common.bpf.h, so by both objects.
  */
 #ifndef TCP_FLOW_EXPORTER_FILTER_BPF_H
 #define TCP_FLOW_EXPORTER_FILTER_BPF_H
 
 #include "flow.h"
 
-/* --flows.ports=all: keep the client's port too (one key per connection). */
-const volatile bool keep_client_ports = false;
-/* --filter.loopback=exclude */
-const volatile bool skip_loopback = false;
-const volatile bool cidr_include_on = false;
-const volatile bool cidr_exclude_on = false;
-const volatile bool port_include_on = false;
-const volatile bool port_exclude_on = false;
-/* One bit per TCP port: port p is bit (p & 63) of word p >> 6. */
-const volatile __u64 port_include[1024] = {};
-const volatile __u64 port_exclude[1024] = {};
+const volatile struct filter_settings filter = {};
 
 /* Peer networks, matched against the remote address. Sized by user space to
  * the number of CIDRs given; LPM tries must not preallocate. */
@@ -86,15 +77,15 @@ static __always_inline bool peer_in(void *trie, const struct flow_key *key)
 /* Whether --filter.* lets this flow be counted. Excludes win over includes. */
 static __always_inline bool flow_selected(const struct flow_key *key)
 {
-	if (skip_loopback && is_loopback(key))
+	if (filter.skip_loopback && is_loopback(key))
 		return false;
-	if (port_exclude_on && server_port_in(port_exclude, key))
+	if (filter.port_exclude_on && server_port_in(filter.port_exclude, key))
 		return false;
-	if (port_include_on && !server_port_in(port_include, key))
+	if (filter.port_include_on && !server_port_in(filter.port_include, key))
 		return false;
-	if (cidr_exclude_on && peer_in(&cidr_exclude, key))
+	if (filter.cidr_exclude_on && peer_in(&cidr_exclude, key))
 		return false;
-	if (cidr_include_on && !peer_in(&cidr_include, key))
+	if (filter.cidr_include_on && !peer_in(&cidr_include, key))
 		return false;
 	return true;
 }
@@ -103,7 +94,7 @@ static __always_inline bool flow_selected(const struct flow_key *key)
  * client to one server port count into one flow. Unknown roles keep both. */
 static __always_inline void aggregate_ports(struct flow_key *key)
 {
-	if (keep_client_ports)
+	if (filter.keep_client_ports)
 		return;
 	if (key->role == ROLE_CLIENT)
 		key->local_port = 0;

@@ -1,19 +1,22 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * The one definition of everything the BPF program shares with user space.
- * Rust reads these through the skeleton's generated `types` module, so a change
- * here changes both sides at once.
+ * The one definition of everything the BPF objects share with user space.
+ * Rust reads these through the skeletons' generated `types` modules, so a
+ * change here changes both sides at once. Enums are generated as newtypes
+ * over their integer, so any value the kernel writes is valid in Rust.
  */
 #ifndef TCP_FLOW_EXPORTER_FLOW_H
 #define TCP_FLOW_EXPORTER_FLOW_H
 
-/* Capacities compiled into the object; user space overrides them at open
+/* Capacities compiled into the objects; user space overrides them at open
  * time from --flows.max and --sockets.max, before the maps are created. */
-#define FLOWS_MAX_DEFAULT 65536
-#define SOCKETS_MAX_DEFAULT 262144
+enum capacity {
+	FLOWS_MAX_DEFAULT = 65536,
+	SOCKETS_MAX_DEFAULT = 262144,
+};
 
-/* Which end of the connection the local socket is. */
-enum flow_role {
+/* Which end of the connection the local socket is. One byte. */
+enum __attribute__((packed)) flow_role {
 	ROLE_UNKNOWN = 0, /* connected before the exporter started */
 	ROLE_CLIENT = 1,  /* connect(): went CLOSE -> SYN_SENT */
 	ROLE_SERVER = 2,  /* accept(): cloned from a listener into SYN_RECV */
@@ -30,7 +33,7 @@ struct flow_key {
 	__u16 local_port;  /* host byte order; 0 = aggregated */
 	__u16 remote_port; /* host byte order; 0 = aggregated */
 	__u16 family;      /* AF_INET (2) or AF_INET6 (10) */
-	__u8 role;         /* enum flow_role */
+	enum flow_role role;
 	__u8 pad;          /* always zero, so keys hash and compare bytewise */
 };
 
@@ -42,37 +45,24 @@ struct flow_bytes {
 	__u64 last_seen_ns;
 };
 
-/* socket_state.flags */
-#define SOCKET_COUNTING 1    /* id, key and start positions are set */
-#define SOCKET_IGNORED 2     /* --filter.* excludes it, or it is not TCP over IP */
-#define SOCKET_SEND_FROZEN 4 /* sent_frozen is final: a FIN is queued or it closed */
-#define SOCKET_CLOSED 8      /* received_at_close is set */
-#define SOCKET_DEAD 16       /* destroyed: its final totals are in closed_sockets */
-
-/* Socket backend: one connection's state (socket_backend.bpf.h). */
-struct socket_state {
-	struct flow_key key;     /* with the filter and port aggregation applied */
-	__u64 id;                /* bpf_ktime_get_ns() when counting started */
-	__u64 sent_base;         /* send position when counting started */
-	__u64 received_base;     /* receive position when counting started */
-	__u64 sent_frozen;       /* send position before the FIN, or at close */
-	__u64 received_at_close; /* receive position at TCP_CLOSE */
-	__u64 walk_sent;         /* totals at the last refresh_sockets run */
-	__u64 walk_received;
-	__u8 role;               /* enum flow_role */
-	__u8 flags;              /* SOCKET_* */
-	__u8 pad[6];
-};
-
-/* One connection's totals since counting started, as closed_sockets holds
- * them for destroyed connections. The pair
- * (socket, id) names one connection; a socket address is reused. */
-struct connection_totals {
-	__u64 socket; /* the struct sock address */
-	__u64 id;
-	struct flow_key key;
-	__u64 sent;
-	__u64 received;
+/* What --filter.* and --flows.ports ask for: the objects' one rodata knob
+ * set, written by user space between open and load. Flags are __u8, not
+ * bool, so that every byte is a valid value on the Rust side. */
+struct filter_settings {
+	/* --flows.ports=all: keep the client's port too (one key per connection). */
+	__u8 keep_client_ports;
+	/* --filter.loopback=exclude */
+	__u8 skip_loopback;
+	/* Whether the cidr_include / cidr_exclude tries and the port sets below
+	 * apply at all. */
+	__u8 cidr_include_on;
+	__u8 cidr_exclude_on;
+	__u8 port_include_on;
+	__u8 port_exclude_on;
+	__u8 pad[2]; /* always zero: no implicit padding for Rust to guess */
+	/* One bit per TCP port: port p is bit (p & 63) of word p >> 6. */
+	__u64 port_include[1024];
+	__u64 port_exclude[1024];
 };
 
 /* Key of the --filter.cidr.* tries: every address as IPv6, IPv4 as
@@ -82,22 +72,78 @@ struct cidr_key {
 	__u8 addr[16];
 };
 
-/* How the probes fare, one slot per CPU; user space sums the CPUs. */
-struct probe_health {
+/* ---- socket backend (socket.bpf.c) ---- */
+
+/* socket_state.flags. One byte; the field holds several of them OR-ed. */
+enum __attribute__((packed)) socket_flag {
+	SOCKET_NEW = 0,         /* tracked, not yet counting (the generated Rust default) */
+	SOCKET_COUNTING = 1,    /* id, key and start positions are set */
+	SOCKET_IGNORED = 2,     /* --filter.* excludes it, or it is not TCP over IP */
+	SOCKET_SEND_FROZEN = 4, /* sent_frozen is final: a FIN is queued or it closed */
+	SOCKET_CLOSED = 8,      /* received_at_close is set */
+	SOCKET_DEAD = 16,       /* destroyed: its final totals are in closed_sockets */
+};
+
+/* One connection's state, the value of socket_states. */
+struct socket_state {
+	struct flow_key key;     /* with the filter and port aggregation applied */
+	__u64 id;                /* bpf_ktime_get_ns() when counting started */
+	__u64 sent_base;         /* send position when counting started */
+	__u64 received_base;     /* receive position when counting started */
+	__u64 sent_frozen;       /* send position before the FIN, or at close */
+	__u64 received_at_close; /* receive position at TCP_CLOSE */
+	__u64 walk_sent;         /* totals at the last refresh_sockets run */
+	__u64 walk_received;
+	enum flow_role role;
+	enum socket_flag flags;  /* SOCKET_* OR-ed together; 0 before counting */
+	__u8 pad[6];
+};
+
+/* Key of closed_sockets: one connection. A socket address is reused, so the
+ * pair (socket, id) names it. */
+struct closed_key {
+	__u64 socket; /* the struct sock address */
+	__u64 id;     /* socket_state.id */
+};
+
+/* One connection's totals since counting started, as closed_sockets holds
+ * them for destroyed connections. */
+struct connection_totals {
+	__u64 socket; /* the struct sock address */
+	__u64 id;
+	struct flow_key key;
+	__u64 sent;
+	__u64 received;
+};
+
+/* ---- health: one slot per CPU in each object's `health` map; user space
+ * sums the CPUs. Never reset. ---- */
+
+/* per_event.bpf.c */
+struct per_event_health {
 	/* kprobe backend: socket calls the probes saw only half of, so their
 	 * bytes are not counted. A kretprobe misses returns when more calls are
 	 * in flight than its maxactive; the kernel's BPF recursion guard can skip
 	 * either probe. */
 	__u64 missed_calls;
-	/* Connections whose role could not be remembered because the socket map
+	/* Connections whose role could not be remembered because socket_roles
 	 * was full: their flows keep both ports and role "unknown". */
-	__u64 sockets_untracked;
-	/* Socket map inserts and deletes; the difference is its entry count
+	__u64 roles_untracked;
+	/* socket_roles inserts and deletes; the difference is its entry count
 	 * (a hash map does not report its size cheaply). */
+	__u64 role_inserts;
+	__u64 role_deletes;
+};
+
+/* socket.bpf.c */
+struct socket_health {
+	/* Connections socket_states had no room for: they are not counted. */
+	__u64 sockets_untracked;
+	/* socket_states inserts and deletes; the difference is its entry count. */
 	__u64 socket_inserts;
 	__u64 socket_deletes;
-	/* Socket backend: connections whose final totals found closed_sockets
-	 * full; what they moved since the last walk is lost. */
+	/* Connections whose final totals found closed_sockets full; what they
+	 * moved since the last walk is lost. */
 	__u64 finals_dropped;
 };
 

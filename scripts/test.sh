@@ -5,7 +5,8 @@
 # this machine's kernel (with a real Prometheus and headless Chromium), and
 # the kernel matrix (scripts/kernel-matrix.sh) on the kernels of
 # tests/kernels.conf.
-# Root tests run as root (through sudo when you are not root).
+# Root tests are #[ignore]d in a plain `cargo test`; this script runs them
+# with --include-ignored, as root (through sudo when you are not root).
 #
 #   TFE_MATRIX=0 scripts/test.sh   skips the kernel matrix (never in CI)
 set -euo pipefail
@@ -36,13 +37,15 @@ else
     echo "*** test.sh: Linux $kernel has no row in tests/kernels.conf; backend expectations are not checked ***" >&2
 fi
 
-cargo test --locked
+cargo test --locked -- --include-ignored
 # The default run uses --probe=auto; every other backend this kernel must
-# support gets the traffic tests too.
+# support gets the traffic tests too (the same test binaries that
+# scripts/kernel-matrix.sh runs per backend).
 for backend in ${native_backends//,/ }; do
     [ "$backend" = "${TFE_EXPECT_AUTO:-}" ] && continue
     echo "test.sh: traffic tests with --probe=$backend"
-    TFE_PROBE=$backend cargo test --locked --test counting --test flows --test http --test program_stats
+    TFE_PROBE=$backend cargo test --locked --test counting --test closing --test flow_keys \
+        --test roles_and_filters --test http --test program_stats -- --include-ignored
 done
 
 if [ "${TFE_MATRIX:-1}" = 0 ] && [ -z "${CI:-}" ]; then

@@ -6,7 +6,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 
-use crate::filter::{parse_cidr, FlowFilter, Loopback, PortRange, PortsMode};
+use crate::kernel::filter::{parse_cidr, FlowFilter, Loopback, PortRange, PortsMode};
+use crate::kernel::skel::Capacity;
+use crate::kernel::Backend;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -40,7 +42,7 @@ pub struct Cli {
     pub telemetry_path: String,
 
     /// Kernel hook backend. `auto` takes the cheapest one that loads and attaches here,
-    /// trying tracepoint, then fentry, then kprobe.
+    /// trying socket, tracepoint, fentry, then kprobe.
     #[arg(long = "probe", value_enum, default_value_t = ProbeChoice::Auto)]
     pub probe: ProbeChoice,
 
@@ -50,7 +52,7 @@ pub struct Cli {
     #[arg(
         long = "flows.max",
         value_name = "N",
-        default_value_t = 65536,
+        default_value_t = Capacity::FLOWS_MAX_DEFAULT.0,
         value_parser = clap::value_parser!(u32).range(1..=16_777_216)
     )]
     pub flows_max: u32,
@@ -75,7 +77,7 @@ pub struct Cli {
     #[arg(
         long = "sockets.max",
         value_name = "N",
-        default_value_t = 262_144,
+        default_value_t = Capacity::SOCKETS_MAX_DEFAULT.0,
         value_parser = clap::value_parser!(u32).range(1..=16_777_216)
     )]
     pub sockets_max: u32,
@@ -135,6 +137,19 @@ impl Cli {
             cidr_exclude: self.cidr_exclude.clone(),
             port_include: self.port_include.clone(),
             port_exclude: self.port_exclude.clone(),
+        }
+    }
+}
+
+impl ProbeChoice {
+    /// The backend asked for, or `None` to try them all.
+    pub fn backend(self) -> Option<Backend> {
+        match self {
+            ProbeChoice::Auto => None,
+            ProbeChoice::Socket => Some(Backend::Socket),
+            ProbeChoice::Tracepoint => Some(Backend::Tracepoint),
+            ProbeChoice::Fentry => Some(Backend::Fentry),
+            ProbeChoice::Kprobe => Some(Backend::Kprobe),
         }
     }
 }

@@ -1,29 +1,25 @@
 //! tcp-flow-exporter: exact per-flow TCP byte counters for Prometheus.
 //!
-//! The data flows through the modules in this order:
-//! kernel hook (`bpf/flow.bpf.c`, configured by [`filter`], loaded by
-//! [`probe`]) → kernel flow tables, drained by [`collector`] with
-//! [`map_reader`] → running totals ([`flow_table`]) → snapshot ([`flows`]) →
-//! metric families ([`metrics`]) → HTTP ([`http`], [`negotiate`], [`pages`],
-//! [`chunked_text`]).
+//! The modules follow the data, each using only those before it:
+//!
+//! 1. [`kernel`]: what the kernel offers, and the BPF objects (bpf/), loaded
+//!    and attached; typed handles on their maps.
+//! 2. [`source`]: one source of bytes per backend family, turning what the
+//!    kernel counted into per-flow deltas.
+//! 3. [`flows`]: the running totals per flow, idle expiry, the series limit,
+//!    and the snapshot each scrape reports.
+//! 4. [`exposition`]: metric families in the negotiated format, written into
+//!    a body that is sent while it is written.
+//! 5. [`web`]: the HTTP server, landing page and /api/flows.
+//!
+//! `main.rs` (with [`cli`]) wires them together.
 
-pub mod bpf;
-pub mod chunked_text;
 pub mod cli;
-pub mod collector;
-pub mod connections;
-pub mod filter;
-pub mod flow_table;
-pub mod flow_text;
+pub mod exposition;
 pub mod flows;
-pub mod http;
 pub mod kernel;
-pub mod map_reader;
-pub mod metrics;
-pub mod negotiate;
-pub mod pages;
-pub mod privileges;
-pub mod probe;
-pub mod program_stats;
-mod self_metrics;
-pub mod socket_walk;
+mod lock;
+pub mod source;
+#[cfg(test)]
+mod test_support;
+pub mod web;

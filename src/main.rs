@@ -4,21 +4,19 @@
 use std::io::{self, IsTerminal};
 use std::net::TcpListener;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 use tracing::info;
 
-use tcp_flow_exporter::chunked_text::WarmBuffers;
 use tcp_flow_exporter::cli::{Cli, ListenAddress};
-use tcp_flow_exporter::collector::Collector;
-use tcp_flow_exporter::flow_table::FlowTable;
-use tcp_flow_exporter::http::{self, AppState};
-use tcp_flow_exporter::metrics::ExporterInfo;
-use tcp_flow_exporter::probe::{Probe, ProbeConfig};
-use tcp_flow_exporter::{kernel, privileges, program_stats};
+use tcp_flow_exporter::exposition::chunked::WarmBuffers;
+use tcp_flow_exporter::exposition::ExporterInfo;
+use tcp_flow_exporter::flows::{maintenance, FlowReader, FlowTable};
+use tcp_flow_exporter::kernel::{features, privileges, programs, Probe, ProbeConfig};
+use tcp_flow_exporter::source;
+use tcp_flow_exporter::web::{self, AppState};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -67,7 +65,7 @@ fn init_logging(cli: &Cli) {
 
 fn run(cli: Cli) -> Result<()> {
     return_big_buffers_to_the_kernel();
-    kernel::require_kernel_btf(kernel::VMLINUX_BTF.as_ref()).map_err(|e| anyhow!(e))?;
+    features::require_kernel_btf(features::VMLINUX_BTF.as_ref()).map_err(|e| anyhow!(e))?;
     privileges::require_bpf_capabilities().map_err(|e| anyhow!(e))?;
     // Bind before loading BPF, so a taken port fails fast and attaches nothing.
     let listener = bind(&cli.listen_address)?;
@@ -77,23 +75,23 @@ fn run(cli: Cli) -> Result<()> {
         sockets_max: cli.sockets_max,
         filter: cli.flow_filter(),
     };
-    let probe = Probe::attach(cli.probe, &config)?;
+    let probe = Probe::attach(cli.probe.backend(), &config)?;
     info!(backend = probe.backend().name(), "counting TCP bytes");
     // Held until exit: statistics stay on only while this fd is open.
     let bpf_stats = cli
         .bpf_stats
-        .then(program_stats::enable)
+        .then(programs::enable)
         .transpose()
         .context("cannot turn on BPF statistics (--bpf.stats needs Linux 5.8+)")?;
+    let source = source::open(probe.maps()?).context("starting the flow source")?;
     let table = FlowTable::new(
         cli.flows_max as usize,
         cli.idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
     );
-    let maps = probe.flow_maps().context("opening the BPF maps")?;
+    let programs = probe.program_handles().context("keeping program handles")?;
+    let reader = FlowReader::new(source, table, programs, bpf_stats.is_some());
     let state = Arc::new(AppState {
-        collector: Mutex::new(Collector::new(maps, table).context("starting the flow table")?),
-        programs: probe.program_handles().context("keeping program handles")?,
-        bpf_stats_held: bpf_stats.is_some(),
+        reader: Arc::new(Mutex::new(reader)),
         info: ExporterInfo {
             version: env!("CARGO_PKG_VERSION"),
             backend: probe.backend().name(),
@@ -101,7 +99,6 @@ fn run(cli: Cli) -> Result<()> {
             sockets_max: cli.sockets_max,
         },
         telemetry_path: cli.telemetry_path.clone(),
-        scrape_errors: AtomicU64::new(0),
         buffers: WarmBuffers::default(),
     });
 
@@ -112,8 +109,8 @@ fn run(cli: Cli) -> Result<()> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         info!(address = %listener.local_addr()?, path = %cli.telemetry_path, "serving metrics");
-        let maintenance = tokio::spawn(http::maintain(state.clone()));
-        http::serve(listener, state, shutdown_signal()?).await;
+        let maintenance = tokio::spawn(maintenance::run(state.reader.clone()));
+        web::serve(listener, state, shutdown_signal()?).await;
         maintenance.abort();
         Ok::<_, io::Error>(())
     })?;

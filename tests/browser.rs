@@ -2,32 +2,14 @@
 //! `chromium` package) and shows a flow the test created. Leaves a
 //! screenshot in target/artifacts/landing-page.png.
 
-mod common;
+mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::traffic::Pair;
-use common::{root_or_skip, temp_path, Exporter};
-
-/// $CHROMIUM, or chromium on PATH. CI must have it; elsewhere its absence is
-/// a loud skip.
-fn chromium() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("CHROMIUM") {
-        return Some(path.into());
-    }
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
-            panic!("no chromium: scripts/install-deps.sh --test installs it");
-        }
-        eprintln!("\n*** SKIPPED the headless Chromium test: no chromium on PATH; run scripts/test.sh ***\n");
-    }
-    found
-}
+use support::traffic::Pair;
+use support::{temp_path, tools, Exporter};
 
 /// Runs headless Chromium with `args` on `url`, killing it after 90 s.
 fn headless(binary: &Path, profile: &Path, args: &[&str], url: &str) -> Output {
@@ -60,11 +42,10 @@ fn headless(binary: &Path, profile: &Path, args: &[&str], url: &str) -> Output {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_landing_page_shows_our_flow_in_headless_chromium() {
-    if !root_or_skip("root_landing_page_shows_our_flow_in_headless_chromium") {
-        return;
-    }
-    let Some(binary) = chromium() else {
+    support::require_root();
+    let Some(binary) = tools::chromium() else {
         return;
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

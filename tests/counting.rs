@@ -1,29 +1,18 @@
 //! Root tests: real bytes over loopback, compared with the exporter's
-//! counters for exactly the flows each test created. Every test listens on a
+//! counters for exactly the flows each test created: both directions over
+//! IPv4, IPv6 and IPv4-mapped sockets, many connections, a large transfer,
+//! and every way of moving bytes (a huge receive buffer, MSG_PEEK, sendfile,
+//! vectored I/O, many receivers blocked at once). Every test listens on a
 //! port of its own, so under the default --flows.ports=server its flows are
 //! still its own.
 
-mod common;
+mod support;
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::net::TcpListener;
 
-use common::traffic::{self, Pair};
-use common::{root_or_skip, Exporter, FlowId, Scrape};
-
-/// Checks one flow as the default --flows.ports=server labels it.
-fn assert_flow(scrape: &Scrape, flow: FlowId, sent: u64, received: u64) {
-    assert_exact_flow(scrape, flow.server_port_only(), sent, received);
-}
-
-fn assert_exact_flow(scrape: &Scrape, flow: FlowId, sent: u64, received: u64) {
-    assert_eq!(
-        scrape.flow(&flow),
-        Some((sent, received)),
-        "flow {} (sent, received)",
-        flow.labels()
-    );
-}
+use support::traffic::{self, Pair};
+use support::{assert_exact_flow, assert_flow, Exporter};
 
 fn exchange_on(ip: &str) {
     let exporter = Exporter::start(&[]);
@@ -35,24 +24,23 @@ fn exchange_on(ip: &str) {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_ipv4_counts_both_directions_exactly() {
-    if root_or_skip("root_ipv4_counts_both_directions_exactly") {
-        exchange_on("127.0.0.1");
-    }
+    support::require_root();
+    exchange_on("127.0.0.1");
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_ipv6_counts_both_directions_exactly() {
-    if root_or_skip("root_ipv6_counts_both_directions_exactly") {
-        exchange_on("::1");
-    }
+    support::require_root();
+    exchange_on("::1");
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_ipv4_mapped_ipv6_socket_counts_as_ipv4() {
-    if !root_or_skip("root_ipv4_mapped_ipv6_socket_counts_as_ipv4") {
-        return;
-    }
+    support::require_root();
     let exporter = Exporter::start(&[]);
     // A dual-stack listener accepts the IPv4 client on an AF_INET6 socket
     // whose addresses are ::ffff:127.0.0.1.
@@ -75,10 +63,9 @@ fn root_ipv4_mapped_ipv6_socket_counts_as_ipv4() {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_many_connections_each_exact() {
-    if !root_or_skip("root_many_connections_each_exact") {
-        return;
-    }
+    support::require_root();
     let exporter = Exporter::start(&["--flows.ports=all"]);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = listener.local_addr().unwrap();
@@ -98,10 +85,9 @@ fn root_many_connections_each_exact() {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_large_transfer_exact() {
-    if !root_or_skip("root_large_transfer_exact") {
-        return;
-    }
+    support::require_root();
     let exporter = Exporter::start(&[]);
     let mut pair = Pair::on("127.0.0.1");
     let len = 256 << 20;
@@ -112,40 +98,9 @@ fn root_large_transfer_exact() {
 }
 
 #[test]
-fn root_connections_closed_before_the_scrape_stay_counted() {
-    if !root_or_skip("root_connections_closed_before_the_scrape_stay_counted") {
-        return;
-    }
-    // Pair::on's listener closes at once, so a later pair may get the same
-    // server port, and --flows.ports=server would rightly add them up. One
-    // flow per connection keeps the pairs apart.
-    let exporter = Exporter::start(&["--flows.ports=all"]);
-    let flows: Vec<_> = (0..20)
-        .map(|i| {
-            let mut pair = Pair::on("127.0.0.1");
-            pair.exchange(1000 + i, 2000 + i);
-            let flows = (
-                pair.client_flow(),
-                pair.server_flow(),
-                1000 + i as u64,
-                2000 + i as u64,
-            );
-            drop(pair);
-            flows
-        })
-        .collect();
-    let scrape = exporter.scrape();
-    for (client, server, up, down) in flows {
-        assert_exact_flow(&scrape, client, up, down);
-        assert_exact_flow(&scrape, server, down, up);
-    }
-}
-
-#[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_huge_receive_buffer_counts_bytes_received_not_buffer_size() {
-    if !root_or_skip("root_huge_receive_buffer_counts_bytes_received_not_buffer_size") {
-        return;
-    }
+    support::require_root();
     let exporter = Exporter::start(&[]);
     let mut pair = Pair::on("127.0.0.1");
     let mut huge = vec![0u8; 1 << 20];
@@ -161,10 +116,9 @@ fn root_huge_receive_buffer_counts_bytes_received_not_buffer_size() {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_msg_peek_is_not_counted() {
-    if !root_or_skip("root_msg_peek_is_not_counted") {
-        return;
-    }
+    support::require_root();
     let exporter = Exporter::start(&[]);
     let mut pair = Pair::on("127.0.0.1");
     pair.client.write_all(&traffic::payload(1000)).unwrap();
@@ -178,12 +132,11 @@ fn root_msg_peek_is_not_counted() {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_sendfile_is_counted() {
-    if !root_or_skip("root_sendfile_is_counted") {
-        return;
-    }
+    support::require_root();
     let exporter = Exporter::start(&[]);
-    let path = common::temp_path("sendfile");
+    let path = support::temp_path("sendfile");
     let len = (3 << 20) + 17;
     std::fs::write(&path, traffic::payload(len)).unwrap();
     let file = std::fs::File::open(&path).unwrap();
@@ -200,10 +153,9 @@ fn root_sendfile_is_counted() {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_vectored_io_is_counted() {
-    if !root_or_skip("root_vectored_io_is_counted") {
-        return;
-    }
+    support::require_root();
     let exporter = Exporter::start(&[]);
     let mut pair = Pair::on("127.0.0.1");
     let (a, b, c) = (
@@ -238,16 +190,15 @@ fn root_vectored_io_is_counted() {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_concurrent_blocked_receivers_are_counted_or_reported() {
-    if !root_or_skip("root_concurrent_blocked_receivers_are_counted_or_reported") {
-        return;
-    }
+    support::require_root();
     // More receivers blocked at once than a kretprobe tracks by default
     // (max(10, 2 x CPUs)): the kprobe backend may miss some returns, and must
     // then report each in tcp_flow_exporter_missed_calls_total. Every other
     // backend must count every byte.
     const RECEIVERS: usize = 48;
-    // Server ports may repeat across pairs (see above): one flow per connection.
+    // Server ports may repeat across pairs (see closing.rs): one flow per connection.
     let exporter = Exporter::start(&["--flows.ports=all"]);
     let missed_before = exporter
         .scrape()
@@ -294,7 +245,7 @@ fn root_concurrent_blocked_receivers_are_counted_or_reported() {
         assert!(received <= 2, "{}: {received}", flow.labels());
         uncounted += 2 - received;
     }
-    if common::probe_under_test() == "kprobe" {
+    if support::probe_under_test() == "kprobe" {
         assert!(
             uncounted <= missed,
             "{uncounted} bytes uncounted but only {missed} calls reported missed"
@@ -302,106 +253,4 @@ fn root_concurrent_blocked_receivers_are_counted_or_reported() {
     } else {
         assert_eq!((uncounted, missed), (0, 0));
     }
-}
-
-/// Sets SO_LINGER to {on, 0 s}: close() then resets the connection at once
-/// (tcp_disconnect) instead of sending a FIN.
-fn linger_zero(socket: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt with a valid fd and a correctly sized option.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
-}
-
-#[test]
-fn root_fin_and_end_of_stream_are_not_bytes() {
-    if !root_or_skip("root_fin_and_end_of_stream_are_not_bytes") {
-        return;
-    }
-    // Both ends shut down their sending side and read the other's to EOF: a
-    // FIN takes a sequence number on each side, but it is not payload.
-    let exporter = Exporter::start(&[]);
-    let mut pair = Pair::on("127.0.0.1");
-    let (client, server) = (pair.client_flow(), pair.server_flow());
-    pair.client.write_all(&traffic::payload(3_000)).unwrap();
-    pair.client.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut got = Vec::new();
-    pair.server.read_to_end(&mut got).unwrap();
-    assert_eq!(got.len(), 3_000);
-    pair.server.write_all(&traffic::payload(4_000)).unwrap();
-    pair.server.shutdown(std::net::Shutdown::Write).unwrap();
-    got.clear();
-    pair.client.read_to_end(&mut got).unwrap();
-    assert_eq!(got.len(), 4_000);
-    // Both sockets are in TCP_CLOSE now, still open in this process, and the
-    // client read the server's bytes after its socket closed.
-    let scrape = exporter.scrape();
-    assert_flow(&scrape, client, 3_000, 4_000);
-    assert_flow(&scrape, server, 4_000, 3_000);
-    drop(pair);
-    let scrape = exporter.scrape();
-    assert_flow(&scrape, client, 3_000, 4_000);
-    assert_flow(&scrape, server, 4_000, 3_000);
-}
-
-#[test]
-fn root_unread_data_dropped_by_a_reset_is_not_received() {
-    if !root_or_skip("root_unread_data_dropped_by_a_reset_is_not_received") {
-        return;
-    }
-    // The server reads 1,000 of 5,000 bytes and closes: Linux answers the
-    // unread data with a reset and drops it. The client sent 5,000; the
-    // server application received 1,000.
-    let exporter = Exporter::start(&[]);
-    let mut pair = Pair::on("127.0.0.1");
-    let (client, server) = (pair.client_flow(), pair.server_flow());
-    pair.client.write_all(&traffic::payload(5_000)).unwrap();
-    traffic::read_exactly(&mut pair.server, 1_000);
-    // Everything has arrived in the server's receive queue before it closes.
-    while traffic::peek(&pair.server, 4_000) < 4_000 {}
-    drop(pair.server);
-    let mut rest = Vec::new();
-    let _ = pair.client.read_to_end(&mut rest); // ECONNRESET
-    drop(pair.client);
-    let scrape = exporter.scrape();
-    assert_flow(&scrape, client, 5_000, 0);
-    assert_flow(&scrape, server, 0, 1_000);
-}
-
-#[test]
-fn root_abortive_close_counts_what_was_moved() {
-    if !root_or_skip("root_abortive_close_counts_what_was_moved") {
-        return;
-    }
-    // SO_LINGER 0: close() goes through tcp_disconnect(), which resets the
-    // socket's sequence state. Both ends have read everything first, and
-    // the client has even read the server's FIN.
-    let exporter = Exporter::start(&[]);
-    let mut pair = Pair::on("127.0.0.1");
-    let (client, server) = (pair.client_flow(), pair.server_flow());
-    pair.exchange(2_500, 1_500);
-    pair.server.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut rest = Vec::new();
-    pair.client.read_to_end(&mut rest).unwrap();
-    assert!(rest.is_empty());
-    linger_zero(&pair.client);
-    drop(pair.client);
-    let mut rest = Vec::new();
-    let _ = pair.server.read_to_end(&mut rest); // reset
-    drop(pair.server);
-    let scrape = exporter.scrape();
-    assert_flow(&scrape, client, 2_500, 1_500);
-    assert_flow(&scrape, server, 1_500, 2_500);
 }

@@ -1,11 +1,11 @@
 //! Every way start-up can fail ends in one clear line and a non-zero exit.
 
-mod common;
+mod support;
 
 use std::net::TcpListener;
 use std::process::{Command, Output};
 
-use common::{root_or_skip, BIN};
+use support::{in_ci, temp_path, Exporter, BIN};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(std::process::Stdio::null())
@@ -26,6 +26,13 @@ fn error_line(out: &Output) -> String {
         "want exactly one error line, got:\n{stderr}"
     );
     lines[0].to_owned()
+}
+
+/// The exporter failed to start (exit 1) with one error line saying `want`.
+fn assert_fails_saying(out: &Output, want: &str) {
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = error_line(out);
+    assert!(line.contains(want), "{line}");
 }
 
 #[test]
@@ -69,12 +76,11 @@ fn help_and_version_exit_0() {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_without_capabilities_names_the_missing_ones() {
-    if !root_or_skip("root_without_capabilities_names_the_missing_ones") {
-        return;
-    }
+    support::require_root();
     // Drop to nobody with no capabilities; the binary must be reachable for it.
-    let copy = common::temp_path("bin");
+    let copy = temp_path("bin");
     std::fs::copy(BIN, &copy).unwrap();
     let out = run(Command::new("setpriv")
         .args([
@@ -85,46 +91,32 @@ fn root_without_capabilities_names_the_missing_ones() {
         ])
         .arg(&copy));
     std::fs::remove_file(&copy).unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let line = error_line(&out);
-    assert!(
-        line.contains("missing capability CAP_BPF and CAP_PERFMON"),
-        "{line}"
-    );
+    assert_fails_saying(&out, "missing capability CAP_BPF and CAP_PERFMON");
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_without_kernel_btf_says_so() {
-    if !root_or_skip("root_without_kernel_btf_says_so") {
-        return;
-    }
+    support::require_root();
     // Hide /sys/kernel/btf in a private mount namespace.
     let out = run(Command::new("unshare")
         .args(["--mount", "--propagation=private", "sh", "-c"])
         .arg(format!(
             "mount -t tmpfs none /sys/kernel/btf && exec {BIN} --web.listen-address=127.0.0.1:0"
         )));
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let line = error_line(&out);
-    assert!(
-        line.contains("kernel BTF not found at /sys/kernel/btf/vmlinux"),
-        "{line}"
-    );
+    assert_fails_saying(&out, "kernel BTF not found at /sys/kernel/btf/vmlinux");
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_port_in_use_says_so() {
-    if !root_or_skip("root_port_in_use_says_so") {
-        return;
-    }
+    support::require_root();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let out = run(Command::new(BIN).arg(format!("--web.listen-address={addr}")));
-    assert_eq!(out.status.code(), Some(1));
-    let line = error_line(&out);
-    assert!(
-        line.contains(&format!("cannot listen on {addr}: address already in use")),
-        "{line}"
+    assert_fails_saying(
+        &out,
+        &format!("cannot listen on {addr}: address already in use"),
     );
 }
 
@@ -135,7 +127,7 @@ fn expectation(var: &str, test: &str) -> Option<String> {
     if let Ok(value) = std::env::var(var) {
         return Some(value);
     }
-    if std::env::var_os("CI").is_some() {
+    if in_ci() {
         panic!("{test}: {var} is unset; scripts/test.sh sets it from tests/kernels.conf");
     }
     eprintln!("\n*** SKIPPED {test}: {var} is unset (scripts/test.sh sets it from tests/kernels.conf) ***\n");
@@ -143,11 +135,10 @@ fn expectation(var: &str, test: &str) -> Option<String> {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_unsupported_backends_fail_cleanly() {
+    support::require_root();
     let test = "root_unsupported_backends_fail_cleanly";
-    if !root_or_skip(test) {
-        return;
-    }
     let Some(unsupported) = expectation("TFE_UNSUPPORTED", test) else {
         return;
     };
@@ -162,15 +153,14 @@ fn root_unsupported_backends_fail_cleanly() {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_auto_picks_the_expected_backend() {
+    support::require_root();
     let test = "root_auto_picks_the_expected_backend";
-    if !root_or_skip(test) {
-        return;
-    }
     let Some(expected) = expectation("TFE_EXPECT_AUTO", test) else {
         return;
     };
-    let exporter = common::Exporter::start_raw(&["--probe=auto"]);
+    let exporter = Exporter::start_raw(&["--probe=auto"]);
     let scrape = exporter.scrape();
     let info = format!(
         r#"tcp_flow_exporter_build_info{{version="{}",backend="{expected}"}} 1"#,

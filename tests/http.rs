@@ -1,12 +1,12 @@
 //! Root tests of what the HTTP side serves, and of a clean shutdown.
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use common::traffic::Pair;
-use common::{http_get_full, root_or_skip, Exporter, Scrape};
+use support::traffic::Pair;
+use support::{http_get_full, tools, Exporter, Scrape};
 
 /// A flow with known byte counts, and the exporter that saw it.
 fn exporter_with_flow(args: &[&str]) -> (Exporter, Pair) {
@@ -16,28 +16,11 @@ fn exporter_with_flow(args: &[&str]) -> (Exporter, Pair) {
     (exporter, pair)
 }
 
-/// promtool from $PROMTOOL (scripts/test.sh unpacks Debian's) or $PATH.
-fn promtool() -> Option<String> {
-    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let found = Command::new(&promtool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("promtool not found at {promtool:?}; scripts/test.sh provides it");
-    }
-    found.then_some(promtool)
-}
-
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_text_scrape_passes_promtool_check_metrics() {
-    if !root_or_skip("root_text_scrape_passes_promtool_check_metrics") {
-        return;
-    }
-    let Some(promtool) = promtool() else {
-        eprintln!("\n*** SKIPPED promtool check: promtool not installed ***\n");
+    support::require_root();
+    let Some(promtool) = tools::promtool() else {
         return;
     };
     let (exporter, _pair) = exporter_with_flow(&[]);
@@ -64,10 +47,9 @@ fn root_text_scrape_passes_promtool_check_metrics() {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_openmetrics_is_negotiated_and_gzip_honoured() {
-    if !root_or_skip("root_openmetrics_is_negotiated_and_gzip_honoured") {
-        return;
-    }
+    support::require_root();
     let (exporter, pair) = exporter_with_flow(&[]);
     let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
     let (status, headers, body) = http_get_full(
@@ -95,10 +77,9 @@ fn root_openmetrics_is_negotiated_and_gzip_honoured() {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_landing_page_json_and_health() {
-    if !root_or_skip("root_landing_page_json_and_health") {
-        return;
-    }
+    support::require_root();
     let (exporter, pair) = exporter_with_flow(&[]);
     let remote = pair.client_flow().remote;
 
@@ -144,10 +125,9 @@ fn root_landing_page_json_and_health() {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_custom_telemetry_path() {
-    if !root_or_skip("root_custom_telemetry_path") {
-        return;
-    }
+    support::require_root();
     let (exporter, pair) = exporter_with_flow(&["--web.telemetry-path=/internal/flows"]);
     assert_eq!(exporter.get("/metrics").0, 404);
     let (status, body) = exporter.get("/internal/flows");
@@ -202,15 +182,15 @@ fn signal_detaches_every_program(signal: i32, name: &str) {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_sigterm_detaches_every_program() {
-    if root_or_skip("root_sigterm_detaches_every_program") {
-        signal_detaches_every_program(libc::SIGTERM, "SIGTERM");
-    }
+    support::require_root();
+    signal_detaches_every_program(libc::SIGTERM, "SIGTERM");
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_sigint_detaches_every_program() {
-    if root_or_skip("root_sigint_detaches_every_program") {
-        signal_detaches_every_program(libc::SIGINT, "SIGINT");
-    }
+    support::require_root();
+    signal_detaches_every_program(libc::SIGINT, "SIGINT");
 }

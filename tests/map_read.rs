@@ -3,72 +3,81 @@
 //! drain empties it completely and adds only what grew since that read, and
 //! the totals keep growing across drains that delete every kernel entry.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use libbpf_rs::{MapCore, MapFlags};
-use tcp_flow_exporter::bpf::{FlowBytes, FlowKey};
-use tcp_flow_exporter::collector::Collector;
-use tcp_flow_exporter::flow_table::FlowTable;
-use tcp_flow_exporter::flows::Flow;
-use tcp_flow_exporter::probe::{Probe, ProbeConfig};
+use tcp_flow_exporter::flows::key::{encode_key, Role};
+use tcp_flow_exporter::flows::{Flow, FlowTable};
+use tcp_flow_exporter::kernel::skel::{as_bytes, FlowBytes, FlowKey};
+use tcp_flow_exporter::kernel::{BackendMaps, Probe, ProbeConfig};
+use tcp_flow_exporter::source::tables::PerEventTables;
+use tcp_flow_exporter::source::FlowSource;
 
 const FLOWS: u32 = 120_000;
 /// Bytes each way a third of the entries grow by after a scrape read them.
 const GROWTH: u64 = 7;
 
 fn key(i: u32) -> FlowKey {
-    let mut key = FlowKey {
-        family: libc::AF_INET as u16,
-        local_port: (i % 60_000) as u16 + 1,
-        remote_port: 443,
-        ..FlowKey::default()
-    };
-    key.local_addr[..4].copy_from_slice(&[10, 0, (i / 60_000) as u8, 1]);
-    key.remote_addr[..4].copy_from_slice(&i.to_be_bytes());
-    key
+    let local = Ipv4Addr::new(10, 0, (i / 60_000) as u8, 1);
+    encode_key(
+        SocketAddr::new(local.into(), (i % 60_000) as u16 + 1),
+        SocketAddr::new(Ipv4Addr::from(i).into(), 443),
+        Role::Unknown,
+    )
+}
+
+/// What a scrape reads: entries in the kernel table, undecodable entries,
+/// and every flow.
+fn scrape(tables: &mut PerEventTables, table: &mut FlowTable) -> (u64, u64, Vec<Flow>) {
+    tables.read(table).unwrap();
+    let health = tables.health().unwrap();
+    (health.table_entries, table.undecodable, table.flows())
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_scrape_reads_every_entry_of_a_120k_flow_map() {
-    if !common::root_or_skip("root_scrape_reads_every_entry_of_a_120k_flow_map") {
-        return;
-    }
+    support::require_root();
     let config = ProbeConfig {
         flows_max: FLOWS + 1000,
         ..ProbeConfig::default()
     };
     let probe = Probe::maps_only(&config).expect("create the maps");
-    let table = FlowTable::new(config.flows_max as usize, u64::MAX);
-    let mut collector = Collector::new(probe.flow_maps().unwrap(), table).unwrap();
+    let BackendMaps::PerEvent(maps) = probe.maps().unwrap() else {
+        panic!("maps_only creates the per-event maps");
+    };
+    let mut tables = PerEventTables::new(maps).unwrap();
+    let mut table = FlowTable::new(config.flows_max as usize, u64::MAX);
 
     // Two rounds of deltas for the same keys, each in its own kernel table.
     // A scrape reads the table being written and keeps it; the drain that
     // switches tables then adds only what grew after that read.
     for round in 1..=2u64 {
-        plant(&collector, 0);
-        let snapshot = collector.snapshot().unwrap();
-        assert_eq!(snapshot.table_entries, u64::from(FLOWS));
-        assert_eq!(snapshot.undecodable, 0);
-        check(&snapshot.flows, round, GROWTH * (round - 1));
+        plant(&tables, 0);
+        let (entries, undecodable, flows) = scrape(&mut tables, &mut table);
+        assert_eq!(entries, u64::from(FLOWS));
+        assert_eq!(undecodable, 0);
+        check(&flows, round, GROWTH * (round - 1));
         // The probes keep writing after the scrape's read: a third of the
         // entries grow by GROWTH bytes each way before the drain.
-        plant(&collector, GROWTH);
-        collector.drain().unwrap();
-        let snapshot = collector.snapshot().unwrap();
-        check(&snapshot.flows, round, GROWTH * round);
+        plant(&tables, GROWTH);
+        tables.maintain(&mut table).unwrap();
+        let (_, _, flows) = scrape(&mut tables, &mut table);
+        check(&flows, round, GROWTH * round);
     }
     // Both kernel tables are empty again.
-    collector.drain().unwrap();
-    let snapshot = collector.snapshot().unwrap();
-    assert_eq!(snapshot.table_entries, 0);
-    assert_eq!(snapshot.flows.len(), FLOWS as usize);
+    tables.maintain(&mut table).unwrap();
+    let (entries, _, flows) = scrape(&mut tables, &mut table);
+    assert_eq!(entries, 0);
+    assert_eq!(flows.len(), FLOWS as usize);
 }
 
 /// Writes one round's values into the table the probes write; with
 /// `extra`, only a third of the keys, each grown by `extra` bytes each way.
-fn plant(collector: &Collector, extra: u64) {
+fn plant(tables: &PerEventTables, extra: u64) {
     for i in (0..FLOWS).filter(|i| extra == 0 || i % 3 == 0) {
         let value = FlowBytes {
             sent: u64::from(i) * 3 + extra,
@@ -76,14 +85,13 @@ fn plant(collector: &Collector, extra: u64) {
             last_seen_ns: u64::from(i),
         };
         let key = key(i);
-        // SAFETY: Plain structs viewed as their bytes.
-        let (k, v) = unsafe { (plain::as_bytes(&key), plain::as_bytes(&value)) };
+        let (k, v) = (as_bytes(&key), as_bytes(&value));
         let flags = if extra == 0 {
             MapFlags::NO_EXIST
         } else {
             MapFlags::EXIST
         };
-        collector.writing_table().update(k, v, flags).unwrap();
+        tables.writing_table().update(k, v, flags).unwrap();
     }
 }
 

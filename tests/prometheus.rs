@@ -3,36 +3,18 @@
 //! the bytes the test moved, and every PromQL expression shipped in
 //! grafana/dashboards and prometheus/rules.yml parses and returns data.
 
-mod common;
+mod support;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::traffic::Pair;
-use common::{free_port, http_get, root_or_skip, temp_path, Exporter};
 use serde_json::Value;
+use support::traffic::Pair;
+use support::{free_port, http_get, temp_path, tools, Exporter};
 
 const JOB: &str = "tcp-flow-exporter";
-
-/// The prometheus binary: $PROMETHEUS (scripts/test.sh sets it), or PATH.
-/// CI must have it; elsewhere its absence is a loud skip.
-fn prometheus_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PROMETHEUS") {
-        return Some(path.into());
-    }
-    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join("prometheus"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
-            panic!("no prometheus binary: set PROMETHEUS (scripts/test.sh does)");
-        }
-        eprintln!("\n*** SKIPPED the Prometheus end-to-end test: no prometheus binary; run scripts/test.sh ***\n");
-    }
-    found
-}
 
 /// A Prometheus server scraping `targets` every second, with our rules.
 struct Prometheus {
@@ -234,11 +216,10 @@ fn condition_lhs(expr: &str) -> Option<&str> {
 }
 
 #[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
-    if !root_or_skip("root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data") {
-        return;
-    }
-    let Some(binary) = prometheus_binary() else {
+    support::require_root();
+    let Some(binary) = tools::prometheus() else {
         return;
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

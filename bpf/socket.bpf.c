@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The socket backend: nothing is counted per send or receive.
+ *
+ * TCP already keeps, per socket, how far the application has sent and
+ * received: the positions (socket_positions.bpf.h). A connection's totals
+ * are its positions minus those it started at. They are read
+ *   - for every live connection by refresh_sockets, which user space runs
+ *     (BPF_PROG_TEST_RUN) before each scrape: it walks socket_states, the
+ *     connections of every network namespace, and leaves each one's totals
+ *     in its entry, which user space then reads in batches;
+ *   - once more when the socket is destroyed, into closed_sockets.
+ * User space keeps the last totals of each connection, named by (socket,
+ * id), and adds only their growth to the flows, so reading a connection
+ * twice never counts it twice and no program here needs atomics.
+ *
+ * The FIN takes one sequence number on each side, and is no payload:
+ *   - sending: the position is frozen when the socket moves to FIN_WAIT1 or
+ *     LAST_ACK, which tcp_close_state() does before tcp_send_fin() queues the
+ *     FIN (if that fails to allocate, no FIN is queued, and nothing more can
+ *     be sent either), and at TCP_CLOSE, after which nothing can be sent;
+ *   - receiving: copied_seq steps over the FIN when the reader reaches it;
+ *     SOCK_DONE (set by tcp_fin()) with nothing left unread means it did.
+ *
+ * Per send/recv event only a discovery program runs, and for a socket it
+ * already knows it reads two to four pointers: every socket in
+ * socket_states also carries a mark in BPF socket storage
+ * (socket_marks.bpf.h). Sockets older than the exporter are found there,
+ * and counted from then on, on their first send or receive.
+ *
+ * Needs Linux 5.13: socket storage from tracing programs (5.11) and
+ * bpf_for_each_map_elem (5.13).
+ */
+#include "common.bpf.h"
+#include "socket_positions.bpf.h"
+#include "socket_marks.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* The discovery hook runs after the call (tp_btf/sock_*_length), so the
+ * socket's position already includes that call's bytes. */
+const volatile bool discovery_after_call = false;
+
+/* Every counted connection, keyed by its socket's address; deleted when the
+ * socket is destroyed, so an address reused by a new socket starts afresh.
+ * Allocated on insert, so its memory follows the live connections. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SOCKETS_MAX_DEFAULT);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct socket_state);
+} socket_states SEC(".maps");
+
+/* Final totals of destroyed connections, until user space drains them
+ * (once a second and at every scrape). Entries never change once written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SOCKETS_MAX_DEFAULT);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct closed_key);
+	__type(value, struct connection_totals);
+} closed_sockets SEC(".maps");
+
+/* How socket_states and closed_sockets fare (flow.h). */
+HEALTH_MAP(struct socket_health);
+
+/* Starts counting a connection whose positions are `sent` and `received`
+ * now; keys it, or marks it ignored when --filter.* excludes it. The key is
+ * taken here, once: by the time inet_sock_set_state reports TCP_CLOSE the
+ * socket is unhashed and its port released (inet_num is 0), and
+ * tcp_disconnect() clears the peer port. The flags are written last: the
+ * walk reads them first, without the socket lock. */
+static __always_inline void start_counting(struct sock *sk, struct socket_state *s, __u64 sent,
+					   __u64 received, enum socket_flag more_flags)
+{
+	struct flow_key key __attribute__((aligned(8))) = {};
+
+	if (!flow_key_from_sock(sk, &key)) {
+		s->flags = SOCKET_IGNORED;
+		return;
+	}
+	key.role = s->role;
+	if (!flow_selected(&key)) {
+		s->flags = SOCKET_IGNORED;
+		return;
+	}
+	aggregate_ports(&key);
+	s->key = key;
+	s->id = bpf_ktime_get_ns();
+	s->sent_base = sent;
+	s->received_base = received;
+	s->sent_frozen = sent;
+	asm volatile("" ::: "memory");
+	s->flags = SOCKET_COUNTING | more_flags;
+}
+
+static __always_inline void freeze_send(struct socket_state *s, const struct positions *p)
+{
+	if (s->flags & SOCKET_SEND_FROZEN)
+		return;
+	s->sent_frozen = p->sent;
+	asm volatile("" ::: "memory");
+	s->flags |= SOCKET_SEND_FROZEN;
+}
+
+/* The connection's totals now. The live send position is read before the
+ * flag: a FIN is queued only after the state change froze the position, so
+ * a read that saw the FIN is followed by a flag read that sees the freeze.
+ * tcp_disconnect() (connect(AF_UNSPEC), or close() with a zero linger time)
+ * drops unread data by moving copied_seq up to rcv_nxt after the socket
+ * reached TCP_CLOSE, and resets bytes_received: the receive position taken
+ * at TCP_CLOSE then stands. */
+static __always_inline void connection_totals(struct sock *sk, struct socket_state *s,
+					       const struct positions *now, __u8 shutdown,
+					       struct connection_totals *t)
+{
+	__u64 sent = now->sent, received = now->received;
+	enum socket_flag flags;
+
+	asm volatile("" ::: "memory");
+	flags = s->flags;
+	if (flags & SOCKET_SEND_FROZEN)
+		sent = s->sent_frozen;
+	if ((flags & SOCKET_CLOSED) && (received < s->received_at_close || shutdown == 0))
+		received = s->received_at_close;
+	t->socket = (__u64)sk;
+	t->id = s->id;
+	t->key = s->key;
+	t->sent = sent > s->sent_base ? sent - s->sent_base : 0;
+	t->received = received > s->received_base ? received - s->received_base : 0;
+}
+
+/* Leaves a connection's final totals for user space. */
+static __always_inline void close_connection(struct sock *sk, struct socket_state *s)
+{
+	struct connection_totals t = {};
+	struct positions now;
+	struct closed_key key;
+
+	if (!read_positions(sk, &now))
+		return;
+	connection_totals(sk, s, &now, sk->sk_shutdown, &t);
+	key.socket = t.socket;
+	key.id = t.id;
+	/* The walk skips dead connections; user space reads closed_sockets
+	 * after the walk, so it never sees a connection alive after its end. */
+	s->flags |= SOCKET_DEAD;
+	asm volatile("" ::: "memory");
+	if (bpf_map_update_elem(&closed_sockets, &key, &t, BPF_NOEXIST) != 0)
+		health_count(finals_dropped);
+}
+
+static __always_inline bool counting(const struct socket_state *s)
+{
+	return (s->flags & (SOCKET_COUNTING | SOCKET_DEAD)) == SOCKET_COUNTING;
+}
+
+/* States in which a connection carries bytes the walk should see. */
+static __always_inline bool synchronized_state(int state)
+{
+	return state == TCP_ESTABLISHED || state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 ||
+	       state == TCP_CLOSE_WAIT || state == TCP_CLOSING || state == TCP_LAST_ACK;
+}
+
+static __always_inline struct socket_state *socket_state_of(struct sock *sk)
+{
+	__u64 id = (__u64)sk;
+
+	return bpf_map_lookup_elem(&socket_states, &id);
+}
+
+/* A fresh entry for `sk` with `role`, and its mark. NULL when the map is
+ * full: the connection is then not counted, and sockets_untracked says so. */
+static __always_inline struct socket_state *track(struct sock *sk, enum flow_role role)
+{
+	struct socket_state fresh = { .role = role };
+	__u64 id = (__u64)sk;
+
+	/* Marked first, even if the map is full: discovery then leaves the
+	 * socket alone instead of failing again on every call. */
+	mark(sk);
+	if (bpf_map_update_elem(&socket_states, &id, &fresh, BPF_NOEXIST) == 0)
+		health_count(socket_inserts);
+	else if (bpf_map_update_elem(&socket_states, &id, &fresh, BPF_EXIST) != 0) {
+		health_count(sockets_untracked);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&socket_states, &id);
+}
+
+/* Runs with the socket locked. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(socket_set_state, struct sock *sk, int oldstate, int newstate)
+{
+	struct socket_state *s;
+	struct positions now;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	s = socket_state_of(sk);
+	if (newstate == TCP_SYN_SENT || (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN)) {
+		/* Connecting again after tcp_disconnect(): the entry still holds
+		 * the previous connection. End that one first. */
+		if (s && counting(s))
+			close_connection(sk, s);
+		track(sk, newstate == TCP_SYN_SENT ? ROLE_CLIENT : ROLE_SERVER);
+		return 0;
+	}
+	if (newstate == TCP_ESTABLISHED) {
+		/* No entry: the handshake began before the exporter started. */
+		if (!s)
+			s = track(sk, ROLE_UNKNOWN);
+		if (!s || s->flags || !read_positions(sk, &now))
+			return 0;
+		/* An active opener's send position counts its SYN (snd_una starts
+		 * at the ISN), so it is 1 before any data. Data sent in the SYN
+		 * with TCP Fast Open is already in write_seq here: start from 1,
+		 * not from now, to count it. */
+		if (s->role == ROLE_CLIENT && now.sent > 1)
+			now.sent = 1;
+		start_counting(sk, s, now.sent, now.received, 0);
+		return 0;
+	}
+	if (!s || !counting(s))
+		return 0;
+	if (newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK && newstate != TCP_CLOSE)
+		return 0;
+	if (!read_positions(sk, &now))
+		return 0;
+	freeze_send(s, &now);
+	if (newstate == TCP_CLOSE) {
+		s->received_at_close = now.received;
+		asm volatile("" ::: "memory");
+		s->flags |= SOCKET_CLOSED;
+	}
+	return 0;
+}
+
+/* Runs with the socket locked, before its memory is freed. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(socket_destroy, struct sock *sk)
+{
+	struct socket_state *s = socket_state_of(sk);
+	__u64 id = (__u64)sk;
+
+	if (!s)
+		return 0;
+	if (counting(s))
+		close_connection(sk, s);
+	if (bpf_map_delete_elem(&socket_states, &id) == 0)
+		health_count(socket_deletes);
+	return 0;
+}
+
+/* ---- discovery ---------------------------------------------------------
+ * A socket the exporter has met carries its mark (socket_marks.bpf.h); one
+ * without it is an older connection, counted from this call on. */
+
+/* Not inlined: the discovery programs' own code, run on every call, stays a
+ * few instructions that need no stack and few registers to save. */
+static __noinline void discover(struct sock *sk, long moved, bool sent, int flags)
+{
+	struct positions now, again;
+	struct socket_state *s;
+	enum socket_flag more = 0;
+	int state;
+
+	if (sk->sk_protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
+		return;
+	state = sk->__sk_common.skc_state;
+	if (!synchronized_state(state))
+		return;
+	if (socket_state_of(sk))
+		return; /* known, but its mark could not be made */
+	if (!read_positions(sk, &now) || !read_positions(sk, &again))
+		return;
+	/* Unlocked: a reading that straddles an update is taken again. */
+	if ((now.sent != again.sent || now.received != again.received) &&
+	    !read_positions(sk, &now))
+		return;
+	s = track(sk, ROLE_UNKNOWN);
+	if (!s)
+		return;
+	if (discovery_after_call && moved > 0) {
+		if (sent)
+			now.sent -= moved;
+		else if (!(flags & MSG_PEEK))
+			now.received -= moved;
+	}
+	if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
+		more = SOCKET_SEND_FROZEN; /* its FIN is queued: nothing more to send */
+	start_counting(sk, s, now.sent, now.received, more);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(discover_tp_send, struct sock *sk, int ret, int flags)
+{
+	if (sk && !marked(sk))
+		discover(sk, ret, true, flags);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(discover_tp_recv, struct sock *sk, int ret, int flags)
+{
+	if (sk && !marked(sk))
+		discover(sk, ret, false, flags);
+	return 0;
+}
+
+/* fentry runs before the call: the position does not yet include it. */
+SEC("fentry/tcp_sendmsg")
+int BPF_PROG(discover_fentry_sendmsg, struct sock *sk)
+{
+	if (!marked(sk))
+		discover(sk, 0, true, 0);
+	return 0;
+}
+
+SEC("fentry/tcp_sendpage")
+int BPF_PROG(discover_fentry_sendpage, struct sock *sk)
+{
+	if (!marked(sk))
+		discover(sk, 0, true, 0);
+	return 0;
+}
+
+SEC("fentry/tcp_recvmsg")
+int BPF_PROG(discover_fentry_recvmsg, struct sock *sk)
+{
+	if (!marked(sk))
+		discover(sk, 0, false, 0);
+	return 0;
+}
+
+/* The walk: refresh_sockets and refresh_sockets_cast. */
+#include "socket_walk.bpf.h"

@@ -1,0 +1,157 @@
+//! The flow families against prometheus-client's own encoder.
+
+use super::*;
+use crate::exposition::chunked::tests::written;
+use crate::flows::Flow;
+use crate::test_support::{key, table_of};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelKey, EncodeLabelSet, LabelSetEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::exemplar::Exemplar;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use std::fmt;
+
+fn table() -> FlowTable {
+    table_of(&[
+        (key("10.0.0.1:0", "192.168.255.254:443", Role::Client), 1, 2),
+        (
+            key("127.0.0.1:8080", "127.0.0.1:0", Role::Server),
+            0,
+            u64::MAX,
+        ),
+        (
+            key("1.2.3.4:40000", "5.6.7.8:22", Role::Unknown),
+            12_345,
+            678,
+        ),
+        (key("[2001:db8::1]:0", "[::1]:5432", Role::Client), 99, 100),
+        (
+            key("[::ffff:10.1.2.3]:80", "[fe80::1:2]:0", Role::Server),
+            7,
+            0,
+        ),
+    ])
+}
+
+/// A port label's text, as the reference writes it.
+fn label(port: u16) -> String {
+    shown_port(port).map_or_else(String::new, |p| p.to_string())
+}
+
+/// The same families through prometheus-client: the reference.
+fn reference(flows: &[Flow], overflow: Overflow, format: Format) -> String {
+    #[derive(Debug)]
+    struct Families(Vec<Flow>, Overflow);
+    enum Labels<'a> {
+        Flow(&'a Flow),
+        Overflow,
+    }
+    impl EncodeLabelSet for Labels<'_> {
+        fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+            let m = OVERFLOW_MARKER;
+            let values = match self {
+                Labels::Flow(f) => [
+                    f.local.ip().to_string(),
+                    label(f.local.port()),
+                    f.remote.ip().to_string(),
+                    label(f.remote.port()),
+                    f.role.as_str().to_owned(),
+                ],
+                Labels::Overflow => [m.into(), "".into(), m.into(), "".into(), m.into()],
+            };
+            let keys = ["src_ip", "src_port", "dst_ip", "dst_port", "role"];
+            for (key, value) in keys.iter().zip(values) {
+                let mut label = encoder.encode_label();
+                let mut k = label.encode_label_key()?;
+                key.encode(&mut k)?;
+                let mut v = k.encode_label_value()?;
+                v.write_str(&value)?;
+                v.finish()?;
+            }
+            Ok(())
+        }
+    }
+    impl Collector for Families {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+            for (family, pick) in [(&SENT, 0), (&RECEIVED, 1)] {
+                let name = family.name.trim_end_matches("_bytes");
+                let mut metric = encoder.encode_descriptor(
+                    name,
+                    family.help,
+                    Some(&Unit::Bytes),
+                    MetricType::Counter,
+                )?;
+                let value = |f: &Flow| if pick == 0 { f.sent } else { f.received };
+                for flow in &self.0 {
+                    metric
+                        .encode_family(&Labels::Flow(flow))?
+                        .encode_counter::<NoLabelSet, _, u64>(
+                            &value(flow),
+                            None::<&Exemplar<NoLabelSet, u64>>,
+                        )?;
+                }
+                let overflow = if pick == 0 {
+                    self.1.sent
+                } else {
+                    self.1.received
+                };
+                metric
+                    .encode_family(&Labels::Overflow)?
+                    .encode_counter::<NoLabelSet, _, u64>(
+                        &overflow,
+                        None::<&Exemplar<NoLabelSet, u64>>,
+                    )?;
+            }
+            Ok(())
+        }
+    }
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Families(flows.to_vec(), overflow)));
+    let mut out = String::new();
+    match format {
+        Format::Text => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).unwrap()
+        }
+        Format::OpenMetrics => {
+            prometheus_client::encoding::text::encode(&mut out, &registry).unwrap()
+        }
+    }
+    out.trim_end_matches("# EOF\n").to_owned()
+}
+
+#[test]
+fn output_matches_prometheus_client_in_both_formats() {
+    let table = table();
+    // Same iteration order for both: the table's.
+    let flows: Vec<Flow> = table.flows();
+    let overflow = Overflow {
+        sent: 5,
+        received: 6,
+    };
+    let text_in = |format| {
+        let out = written(false, |w| {
+            write(w, &table, overflow, format);
+        });
+        String::from_utf8(out).unwrap()
+    };
+    for format in [Format::Text, Format::OpenMetrics] {
+        assert_eq!(
+            text_in(format),
+            reference(&flows, overflow, format),
+            "{format:?}"
+        );
+    }
+    let text = text_in(Format::Text);
+    for line in [
+        r#"tcp_flow_sent_bytes_total{src_ip="10.0.0.1",src_port="",dst_ip="192.168.255.254",dst_port="443",role="client"} 1"#,
+        r#"tcp_flow_received_bytes_total{src_ip="127.0.0.1",src_port="8080",dst_ip="127.0.0.1",dst_port="",role="server"} 18446744073709551615"#,
+        r#"tcp_flow_sent_bytes_total{src_ip="1.2.3.4",src_port="40000",dst_ip="5.6.7.8",dst_port="22",role="unknown"} 12345"#,
+        r#"tcp_flow_sent_bytes_total{src_ip="2001:db8::1",src_port="",dst_ip="::1",dst_port="5432",role="client"} 99"#,
+        r#"tcp_flow_sent_bytes_total{src_ip="10.1.2.3",src_port="80",dst_ip="fe80::1:2",dst_port="",role="server"} 7"#,
+        r#"tcp_flow_received_bytes_total{src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow"} 6"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+}

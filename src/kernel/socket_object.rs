@@ -1,0 +1,125 @@
+//! The socket backend's object (bpf/socket.bpf.c): opened, sized, given
+//! the programs this kernel supports and loaded.
+
+use std::mem::size_of;
+use std::os::fd::OwnedFd;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapHandle};
+
+use super::backend::Backend;
+use super::features::KernelFeatures;
+use super::loader::{
+    autoload_none, check_sizes, failed, fill_cidr_tries, object_storage, program_name,
+    size_cidr_tries, ProbeConfig, ProbeError,
+};
+use super::skel::socket::{OpenSocketProgs, SocketSkel, SocketSkelBuilder};
+use super::skel::{as_bytes, from_bytes, ClosedKey, ConnectionTotals, SocketState};
+use super::SocketMaps;
+
+const BACKEND: Backend = Backend::Socket;
+
+/// Opens and loads the object; also returns the name of its walk program,
+/// which is run by every scrape and never attached.
+pub(super) fn load(
+    features: &KernelFeatures,
+    config: &ProbeConfig,
+) -> Result<(SocketSkel<'static>, String), ProbeError> {
+    let mut open = SocketSkelBuilder::default()
+        .open(object_storage())
+        .map_err(failed(BACKEND, "open the BPF object"))?;
+    let maps = &mut open.maps;
+    for map in [&mut maps.socket_states, &mut maps.closed_sockets] {
+        map.set_max_entries(config.sockets_max)
+            .map_err(failed(BACKEND, "size the socket maps"))?;
+    }
+    size_cidr_tries(
+        BACKEND,
+        &mut maps.cidr_include,
+        &mut maps.cidr_exclude,
+        &config.filter,
+    )?;
+    let rodata = maps
+        .rodata_data
+        .as_deref_mut()
+        .expect("the object has read-only data");
+    // bpf/flow.h's filter_settings, from the per-event skeleton's copy.
+    rodata.filter = from_bytes(as_bytes(&config.filter.settings()));
+    // Discovery on tp_btf runs after the call it sees (see choose_programs).
+    rodata.discovery_after_call = features.sock_length_tracepoints && !features.tcp_sendpage;
+
+    autoload_none(open.open_object_mut());
+    let walk = choose_programs(&mut open.progs, features);
+    let mut skel = open.load().map_err(failed(BACKEND, "load"))?;
+    check_sizes(
+        BACKEND,
+        &skel.maps.closed_sockets,
+        size_of::<ClosedKey>(),
+        size_of::<ConnectionTotals>(),
+    )?;
+    // socket_states is keyed by the socket's address.
+    check_sizes(
+        BACKEND,
+        &skel.maps.socket_states,
+        size_of::<u64>(),
+        size_of::<SocketState>(),
+    )?;
+    // Discovery recognises the backend's own marks by the mark map's id.
+    let marks_id = skel
+        .maps
+        .socket_marks
+        .info()
+        .map_err(failed(BACKEND, "read the mark map's id"))?
+        .info
+        .id;
+    skel.maps
+        .bss_data
+        .as_deref_mut()
+        .expect("the object has .bss")
+        .marks_map_id = marks_id;
+    fill_cidr_tries(
+        BACKEND,
+        &skel.maps.cidr_include,
+        &skel.maps.cidr_exclude,
+        &config.filter,
+    )?;
+    Ok((skel, walk))
+}
+
+/// Switches on the programs this kernel supports; returns the walk's name.
+fn choose_programs(p: &mut OpenSocketProgs<'_>, features: &KernelFeatures) -> String {
+    p.socket_set_state.set_autoload(true);
+    p.socket_destroy.set_autoload(true);
+    // The walk reads sockets with plain loads where the kernel can cast an
+    // address to a typed pointer (Linux 6.2+).
+    let walk = if features.rdonly_cast {
+        &mut p.refresh_sockets_cast
+    } else {
+        &mut p.refresh_sockets
+    };
+    walk.set_autoload(true);
+    let walk = program_name(walk.name());
+    // Discovery of connections older than the exporter, on the cheapest
+    // hook that sees every send and receive call: the tracepoints where
+    // sendfile() passes through them too (Linux 6.5+), fentry elsewhere.
+    if features.sock_length_tracepoints && !features.tcp_sendpage {
+        p.discover_tp_send.set_autoload(true);
+        p.discover_tp_recv.set_autoload(true);
+    } else {
+        p.discover_fentry_sendmsg.set_autoload(true);
+        p.discover_fentry_recvmsg.set_autoload(true);
+        p.discover_fentry_sendpage
+            .set_autoload(features.tcp_sendpage);
+    }
+    walk
+}
+
+pub(super) fn maps(skel: &SocketSkel<'_>, walk: OwnedFd) -> Result<SocketMaps, libbpf_rs::Error> {
+    let maps = &skel.maps;
+    Ok(SocketMaps {
+        walk,
+        states: MapHandle::try_from(&maps.socket_states)?,
+        closed: MapHandle::try_from(&maps.closed_sockets)?,
+        health: MapHandle::try_from(&maps.health)?,
+    })
+}

@@ -1,0 +1,85 @@
+//! The socket backend's source: live connections from the walk, ended ones
+//! from their final totals, and a ledger that lets only growth through.
+
+use std::io;
+
+use super::ledger::Ledger;
+use super::walk::SocketWalker;
+use super::{FlowSink, FlowSource, SourceHealth};
+use crate::kernel::maps::{read_percpu, take_hash_map};
+use crate::kernel::skel::{from_bytes, ConnectionTotals, SocketHealth};
+use crate::kernel::{monotonic_now_ns, SocketMaps};
+use libbpf_rs::MapHandle;
+
+#[derive(Debug)]
+pub struct SocketConnections {
+    walker: SocketWalker,
+    /// closed_sockets: final totals of destroyed connections.
+    closed: MapHandle,
+    health: MapHandle,
+    /// The connections' last known totals.
+    ledger: Ledger,
+    /// Finals the last drain of closed_sockets held.
+    last_closed: usize,
+}
+
+impl SocketConnections {
+    pub fn new(maps: SocketMaps) -> SocketConnections {
+        SocketConnections {
+            walker: SocketWalker::new(maps.walk, maps.states),
+            closed: maps.closed,
+            health: maps.health,
+            ledger: Ledger::default(),
+            last_closed: 0,
+        }
+    }
+
+    /// Adds what connections moved since last time, from a walk over the
+    /// live ones (`walk`) and from those that ended. The walk goes first: a
+    /// connection's final totals are written after it left the walk, so
+    /// none is seen alive after its final.
+    fn collect(&mut self, walk: bool, sink: &mut dyn FlowSink) -> io::Result<()> {
+        let now = monotonic_now_ns();
+        if walk {
+            let live = self.walker.walk()?;
+            self.ledger.walked(&live, sink, now);
+        }
+        let closed = take_hash_map(&self.closed, self.last_closed + 64)?;
+        let finals = closed
+            .iter()
+            .map(|(_, value)| from_bytes::<ConnectionTotals>(value));
+        self.ledger.finished(finals, sink, now);
+        self.last_closed = closed.len();
+        Ok(())
+    }
+}
+
+impl FlowSource for SocketConnections {
+    fn read(&mut self, sink: &mut dyn FlowSink) -> io::Result<()> {
+        self.collect(true, sink)
+    }
+
+    /// Empties closed_sockets between scrapes, so it holds at most a
+    /// second's worth of ended connections.
+    fn maintain(&mut self, sink: &mut dyn FlowSink) -> io::Result<()> {
+        self.collect(false, sink)
+    }
+
+    fn health(&self) -> io::Result<SourceHealth> {
+        let mut health = SourceHealth::default();
+        let (mut inserts, mut deletes, mut finals_dropped) = (0u64, 0u64, 0u64);
+        for cpu in read_percpu::<SocketHealth>(&self.health, 0)? {
+            health.sockets_untracked += cpu.sockets_untracked;
+            finals_dropped += cpu.finals_dropped;
+            // A socket may be inserted on one CPU and deleted on another:
+            // only the sums are meaningful.
+            inserts = inserts.wrapping_add(cpu.socket_inserts);
+            deletes = deletes.wrapping_add(cpu.socket_deletes);
+        }
+        health.sockets_tracked = inserts.wrapping_sub(deletes);
+        // A connection forgotten without a final is one whose final the
+        // kernel dropped; count each loss once, whichever saw it.
+        health.connection_finals_lost = finals_dropped.max(self.ledger.forgotten);
+        Ok(health)
+    }
+}
