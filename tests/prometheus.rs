@@ -224,11 +224,13 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = listener.local_addr().unwrap();
-    // `exact` counts only the test's flows; `cramped` overflows its one-slot
-    // tables with Prometheus's own scrapes, so the overflow and map-full
-    // conditions have data; the third target is down.
+    // `exact` counts only the test's flows; `cramped` overflows its one-flow
+    // table with Prometheus's own scrapes, so the overflow condition has
+    // data; the third target is down. (Its socket maps keep their default
+    // size: with one slot the socket backend would count one connection,
+    // one flow, and never overflow.)
     let exact = Exporter::start(&[&format!("--filter.port.include={}", server.port())]);
-    let cramped = Exporter::start(&["--flows.max=1", "--sockets.max=1"]);
+    let cramped = Exporter::start(&["--flows.max=1"]);
     let down: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let prometheus = Prometheus::start(&binary, &[exact.addr, cramped.addr, down]);
 

@@ -1,7 +1,7 @@
 //! Reads the totals of every live connection the socket backend counts, in
 //! every network namespace.
 //!
-//! The walk program (refresh_sockets, bpf/socket.bpf.c) is never attached:
+//! The walk program (refresh_sockets, bpf/socket_walk.bpf.h) is never attached:
 //! each walk runs it once with BPF_PROG_TEST_RUN, and it leaves every
 //! connection's current totals in its socket_states entry. The entries are
 //! then read in batches. (A BPF iterator over the map would do both in one
