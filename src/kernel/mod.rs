@@ -2,8 +2,8 @@
 //! privileges, the BPF objects and their loading, and reading their maps.
 //!
 //! Nothing here knows what the bytes mean above the map level: the loader
-//! hands out typed map handles ([`BackendMaps`]), and [`crate::source`]
-//! turns them into flows.
+//! hands out typed map handles ([`BackendMaps`]), and the sources of bytes
+//! (src/source/) turn them into flows.
 
 pub mod backend;
 pub mod features;

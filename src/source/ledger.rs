@@ -102,22 +102,20 @@ fn growth(known: &mut Known, t: &ConnectionTotals) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::key::Role;
-    use crate::flows::FlowTable;
-    use crate::test_support::{connection, key};
+    use crate::test_support::{connection, key, Recorder, Role};
 
     fn totals(socket: u64, id: u64, port: u16, sent: u64, received: u64) -> ConnectionTotals {
         let key = key(&format!("10.0.0.1:{port}"), "10.0.0.2:80", Role::Unknown);
         connection(socket, id, &key, sent, received)
     }
 
-    fn flow(table: &FlowTable) -> Vec<(u64, u64)> {
-        table.entries().map(|(_, t)| (t.sent, t.received)).collect()
+    fn flow(table: &Recorder) -> Vec<(u64, u64)> {
+        table.totals()
     }
 
     #[test]
     fn only_growth_reaches_the_flows() {
-        let (mut ledger, mut table) = (Ledger::default(), FlowTable::new(100, u64::MAX));
+        let (mut ledger, mut table) = (Ledger::default(), Recorder::default());
         ledger.walked(&[totals(1, 7, 5, 100, 10)], &mut table, 1);
         ledger.walked(&[totals(1, 7, 5, 100, 10)], &mut table, 2);
         assert_eq!(
@@ -135,7 +133,7 @@ mod tests {
 
     #[test]
     fn a_reused_socket_address_is_a_new_connection() {
-        let (mut ledger, mut table) = (Ledger::default(), FlowTable::new(100, u64::MAX));
+        let (mut ledger, mut table) = (Ledger::default(), Recorder::default());
         ledger.walked(&[totals(1, 7, 5, 100, 0)], &mut table, 1);
         ledger.finished([totals(1, 7, 5, 100, 0)], &mut table, 2);
         ledger.walked(&[totals(1, 8, 5, 30, 0)], &mut table, 3);
@@ -144,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_connection_that_ends_between_walks_counts_in_full() {
-        let (mut ledger, mut table) = (Ledger::default(), FlowTable::new(100, u64::MAX));
+        let (mut ledger, mut table) = (Ledger::default(), Recorder::default());
         ledger.finished([totals(3, 9, 5, 42, 24)], &mut table, 1);
         assert_eq!(flow(&table), [(42, 24)]);
         assert_eq!(ledger.len(), 0);
@@ -152,7 +150,7 @@ mod tests {
 
     #[test]
     fn a_connection_missing_from_walks_without_a_final_is_forgotten() {
-        let (mut ledger, mut table) = (Ledger::default(), FlowTable::new(100, u64::MAX));
+        let (mut ledger, mut table) = (Ledger::default(), Recorder::default());
         ledger.walked(&[totals(1, 7, 5, 1, 1)], &mut table, 1);
         for now in 2..=3 {
             ledger.walked(&[], &mut table, now);

@@ -10,7 +10,7 @@
 //!   both into growth.
 //!
 //! A source knows nothing of the running totals beyond [`FlowSink`], which
-//! [`crate::flows::FlowTable`] implements.
+//! the flow table (src/flows/table.rs) implements.
 
 pub mod ledger;
 pub mod sockets;
