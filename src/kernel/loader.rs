@@ -8,7 +8,7 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::mem::MaybeUninit;
+use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsFd, OwnedFd};
 
 use libbpf_rs::skel::Skel;
@@ -282,12 +282,8 @@ pub(super) fn fill_cidr_tries(
 
 /// The skeleton's Rust types come from the same header as the C structs,
 /// but the map is what the kernel really created; refuse to misread it.
-pub(super) fn check_sizes(
-    backend: Backend,
-    map: &MapMut<'_>,
-    key: usize,
-    value: usize,
-) -> Result<(), ProbeError> {
+pub(super) fn check_layout<K, V>(backend: Backend, map: &MapMut<'_>) -> Result<(), ProbeError> {
+    let (key, value) = (size_of::<K>(), size_of::<V>());
     let (k, v) = (map.key_size() as usize, map.value_size() as usize);
     if (k, v) == (key, value) {
         return Ok(());

@@ -1,15 +1,13 @@
 //! The per-event backends' object (bpf/per_event.bpf.c): opened, sized,
 //! given the chosen backend's programs and loaded.
 
-use std::mem::size_of;
-
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::MapHandle;
 
 use super::backend::Backend;
 use super::features::KernelFeatures;
 use super::loader::{
-    autoload_none, check_sizes, failed, fill_cidr_tries, object_storage, size_cidr_tries,
+    autoload_none, check_layout, failed, fill_cidr_tries, object_storage, size_cidr_tries,
     ProbeConfig, ProbeError,
 };
 use super::skel::per_event::{OpenPerEventProgs, PerEventSkel, PerEventSkelBuilder};
@@ -55,12 +53,7 @@ pub(super) fn load(
         choose_programs(&mut open.progs, backend, features);
     }
     let skel = open.load().map_err(failed(backend, "load"))?;
-    check_sizes(
-        backend,
-        &skel.maps.flows_even,
-        size_of::<FlowKey>(),
-        size_of::<FlowBytes>(),
-    )?;
+    check_layout::<FlowKey, FlowBytes>(backend, &skel.maps.flows_even)?;
     fill_cidr_tries(
         backend,
         &skel.maps.cidr_include,

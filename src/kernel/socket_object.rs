@@ -1,7 +1,6 @@
 //! The socket backend's object (bpf/socket.bpf.c): opened, sized, given
 //! the programs this kernel supports and loaded.
 
-use std::mem::size_of;
 use std::os::fd::OwnedFd;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -10,7 +9,7 @@ use libbpf_rs::{MapCore, MapHandle};
 use super::backend::Backend;
 use super::features::KernelFeatures;
 use super::loader::{
-    autoload_none, check_sizes, failed, fill_cidr_tries, object_storage, program_name,
+    autoload_none, check_layout, failed, fill_cidr_tries, object_storage, program_name,
     size_cidr_tries, ProbeConfig, ProbeError,
 };
 use super::skel::socket::{OpenSocketProgs, SocketSkel, SocketSkelBuilder};
@@ -51,19 +50,9 @@ pub(super) fn load(
     autoload_none(open.open_object_mut());
     let walk = choose_programs(&mut open.progs, features);
     let mut skel = open.load().map_err(failed(BACKEND, "load"))?;
-    check_sizes(
-        BACKEND,
-        &skel.maps.closed_sockets,
-        size_of::<ClosedKey>(),
-        size_of::<ConnectionTotals>(),
-    )?;
+    check_layout::<ClosedKey, ConnectionTotals>(BACKEND, &skel.maps.closed_sockets)?;
     // socket_states is keyed by the socket's address.
-    check_sizes(
-        BACKEND,
-        &skel.maps.socket_states,
-        size_of::<u64>(),
-        size_of::<SocketState>(),
-    )?;
+    check_layout::<u64, SocketState>(BACKEND, &skel.maps.socket_states)?;
     // Discovery recognises the backend's own marks by the mark map's id.
     let marks_id = skel
         .maps
