@@ -7,12 +7,12 @@
 //!   cargo bench --bench exporter -- gzip         gzip on one core and on several
 
 #[path = "../tests/support/mod.rs"]
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{http_get_full, Exporter};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use support::{http_get_full, Exporter};
 use tcp_flow_exporter::flows::key::{encode_key, Role};
 use tcp_flow_exporter::flows::FlowTable;
 use tcp_flow_exporter::kernel::skel::{as_bytes, key_bytes, FlowBytes, FlowKeyBytes};
@@ -279,10 +279,10 @@ fn scrape(n: u32) {
     let (mut text, mut gz) = (Vec::new(), Vec::new());
     let (mut body, mut body_gz) = (0, 0);
     for _ in 0..rounds {
-        let (t, len) = common::timed_scrape(exporter.addr, false, &mut response);
+        let (t, len) = support::timed_scrape(exporter.addr, false, &mut response);
         text.push(t);
         body = len;
-        let (t, len) = common::timed_scrape(exporter.addr, true, &mut response);
+        let (t, len) = support::timed_scrape(exporter.addr, true, &mut response);
         gz.push(t);
         body_gz = len;
     }

@@ -10,7 +10,7 @@
 //! Parts: events, connections, walk, throughput.
 
 #[path = "../tests/support/mod.rs"]
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::mem::MaybeUninit;
@@ -18,10 +18,10 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use common::traffic::Pair;
-use common::{Exporter, Scrape};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::Link;
+use support::traffic::Pair;
+use support::{Exporter, Scrape};
 use tcp_flow_exporter::kernel::programs::{self, ProgramHandle};
 use tcp_flow_exporter::kernel::skel::empty::EmptySkelBuilder;
 
@@ -185,7 +185,7 @@ fn connections(backends: &[&str]) {
         let ours_before = exporter_totals(&exporter.scrape());
         let empty_before = empty_totals(&handles);
         for _ in 0..CONNECTIONS {
-            common::traffic::short_connection(&listener, target, 64, 64);
+            support::traffic::short_connection(&listener, target, 64, 64);
         }
         let ours = exporter_totals(&exporter.scrape());
         let empty = empty_totals(&handles);
@@ -230,7 +230,7 @@ fn walk() {
         let mut response = Vec::new();
         let before = exporter_stats(&first, program);
         for _ in 0..5 {
-            let (took, _) = common::timed_scrape(exporter.addr, false, &mut response);
+            let (took, _) = support::timed_scrape(exporter.addr, false, &mut response);
             times.push(took.as_secs_f64());
         }
         let after = exporter_stats(&exporter.scrape(), program);

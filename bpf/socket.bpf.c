@@ -253,6 +253,12 @@ int BPF_PROG(socket_destroy, struct sock *sk)
 	return 0;
 }
 
+/* The walk: refresh_sockets and refresh_sockets_cast. Included between the
+ * state-change programs and discovery, so that libbpf, and with it the
+ * exporter's program metrics, list the programs in the order the data
+ * flows: state changes, walk, discovery. */
+#include "socket_walk.bpf.h"
+
 /* ---- discovery ---------------------------------------------------------
  * A socket the exporter has met carries its mark (socket_marks.bpf.h); one
  * without it is an older connection, counted from this call on. */
@@ -333,6 +339,3 @@ int BPF_PROG(discover_fentry_recvmsg, struct sock *sk)
 		discover(sk, 0, false, 0);
 	return 0;
 }
-
-/* The walk: refresh_sockets and refresh_sockets_cast. */
-#include "socket_walk.bpf.h"

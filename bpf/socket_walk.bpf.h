@@ -4,7 +4,7 @@
  * reads every live connection's totals into its socket_states entry,
  * unlocked, before each scrape (see the top of socket.bpf.c).
  *
- * Included once, at the end of socket.bpf.c.
+ * Included once, by socket.bpf.c, after its state-change programs.
  */
 #ifndef TCP_FLOW_EXPORTER_SOCKET_WALK_BPF_H
 #define TCP_FLOW_EXPORTER_SOCKET_WALK_BPF_H

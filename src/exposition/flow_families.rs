@@ -87,11 +87,23 @@ pub fn write(out: &mut ChunkedText, table: &FlowTable, overflow: Overflow, forma
 /// The label value that marks the overflow flow (`src_ip`, `dst_ip` and
 /// `role`; its ports are empty): the bytes that found no room, so that sums
 /// over all series stay exact.
-pub const OVERFLOW_MARKER: &str = "overflow";
+macro_rules! overflow_marker {
+    () => {
+        "overflow"
+    };
+}
+pub const OVERFLOW_MARKER: &str = overflow_marker!();
 
 /// The overflow flow's labels.
-pub const OVERFLOW_LABELS: &str =
-    r#"src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow""#;
+pub const OVERFLOW_LABELS: &str = concat!(
+    r#"src_ip=""#,
+    overflow_marker!(),
+    r#"",src_port="",dst_ip=""#,
+    overflow_marker!(),
+    r#"",dst_port="",role=""#,
+    overflow_marker!(),
+    r#"""#
+);
 
 fn header(out: &mut ChunkedText, family: &Family, format: Format) {
     // Text 0.0.4 names the family with its `_total` suffix and has no UNIT;

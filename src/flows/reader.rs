@@ -50,6 +50,7 @@ impl FlowReader {
             .inspect_err(|_| self.errors += 1)?;
         let now = monotonic_now_ns();
         self.table.expire(now);
+        let read_duration = started.elapsed();
         Ok(Snapshot {
             flows: Vec::new(),
             flow_count: self.table.len() as u64,
@@ -60,7 +61,7 @@ impl FlowReader {
             read_errors: self.errors,
             programs: programs::read(&self.programs),
             bpf_stats_enabled: self.bpf_stats_held || programs::sysctl_enabled(),
-            read_duration: started.elapsed(),
+            read_duration,
             taken_at_ns: now,
         })
     }

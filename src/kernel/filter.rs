@@ -1,5 +1,5 @@
 //! What the kernel counts and how it keys it: --flows.ports and --filter.*.
-//! Everything here is decided once, before the BPF object loads, and written
+//! Everything here is decided once, before a BPF object loads, and written
 //! into its read-only data and filter tries.
 
 use std::fmt;

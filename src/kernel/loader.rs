@@ -6,10 +6,9 @@
 //! its own module ([`super::per_event_object`], [`super::socket_object`]);
 //! what they share is here.
 
-use std::ffi::OsStr;
 use std::fmt;
 use std::mem::{size_of, MaybeUninit};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use libbpf_rs::skel::Skel;
 use libbpf_rs::{Link, MapCore, MapMut, Object, OpenMapMut, OpenObject};
@@ -76,14 +75,18 @@ pub struct AttachedProgram {
     pub id: u32,
     fd: OwnedFd,
     /// None for a program user space runs itself.
-    link: Option<Link>,
+    _link: Option<Link>,
 }
 
 /// The loaded object of one backend family. Keeping it alive keeps the
 /// programs attached and the maps alive.
 pub(super) enum Skeleton {
     PerEvent(PerEventSkel<'static>),
-    Socket(SocketSkel<'static>),
+    /// With the walk, which is run, never attached.
+    Socket {
+        skel: SocketSkel<'static>,
+        walk: OwnedFd,
+    },
 }
 
 /// The loaded BPF object with its programs attached. Dropping it detaches
@@ -130,7 +133,7 @@ impl Probe {
     /// and benchmarks that plant flows from user space.
     pub fn maps_only(config: &ProbeConfig) -> Result<Probe, ProbeError> {
         let skel = per_event_object::load(Backend::Tracepoint, None, config)?;
-        Self::finish(Backend::Tracepoint, Skeleton::PerEvent(skel), None, config)
+        Self::finish(Backend::Tracepoint, Skeleton::PerEvent(skel), config)
     }
 
     /// Loads and attaches `backend`'s programs.
@@ -145,33 +148,29 @@ impl Probe {
                 reason: reason.into(),
             });
         }
-        let (skeleton, run_instead) = match backend {
+        let skeleton = match backend {
             Backend::Socket => {
                 let (skel, walk) = socket_object::load(features, config)?;
-                (Skeleton::Socket(skel), Some(walk))
+                Skeleton::Socket { skel, walk }
             }
-            _ => {
-                let skel = per_event_object::load(backend, Some(features), config)?;
-                (Skeleton::PerEvent(skel), None)
-            }
+            _ => Skeleton::PerEvent(per_event_object::load(backend, Some(features), config)?),
         };
-        Self::finish(backend, skeleton, run_instead, config)
+        Self::finish(backend, skeleton, config)
     }
 
-    /// Attaches every program the object loaded; runs `run_instead`, which
-    /// is never attached, once, so that a kernel or policy refusing
+    /// Attaches every program the object loaded but the socket backend's
+    /// walk, which it runs once instead, so that a kernel or policy refusing
     /// BPF_PROG_TEST_RUN fails here, where auto can move on.
     fn finish(
         backend: Backend,
         skeleton: Skeleton,
-        run_instead: Option<String>,
         config: &ProbeConfig,
     ) -> Result<Probe, ProbeError> {
-        let object = match &skeleton {
-            Skeleton::PerEvent(skel) => skel.object(),
-            Skeleton::Socket(skel) => skel.object(),
+        let (object, walk) = match &skeleton {
+            Skeleton::PerEvent(skel) => (skel.object(), None),
+            Skeleton::Socket { skel, walk } => (skel.object(), Some(walk.as_fd())),
         };
-        let programs = attach_all(backend, object, run_instead.as_deref())?;
+        let programs = attach_all(backend, object, walk)?;
         info!(
             backend = backend.name(),
             programs = ?programs.iter().map(|p| format!("{}(id {})", p.name, p.id)).collect::<Vec<_>>(),
@@ -212,16 +211,11 @@ impl Probe {
     pub fn maps(&self) -> Result<BackendMaps, ProbeError> {
         let handles = match &self.skeleton {
             Skeleton::PerEvent(skel) => per_event_object::maps(skel).map(BackendMaps::PerEvent),
-            Skeleton::Socket(skel) => {
-                // The socket object's one program that is run, not attached.
-                let walk = self.programs.iter().find(|p| p.link.is_none());
-                let walk = walk.expect("the socket backend loads its walk");
-                walk.fd
-                    .try_clone()
-                    .map_err(libbpf_rs::Error::from)
-                    .and_then(|walk| socket_object::maps(skel, walk))
-                    .map(BackendMaps::Socket)
-            }
+            Skeleton::Socket { skel, walk } => walk
+                .try_clone()
+                .map_err(libbpf_rs::Error::from)
+                .and_then(|walk| socket_object::maps(skel, walk))
+                .map(BackendMaps::Socket),
         };
         handles.map_err(failed(self.backend, "open its maps"))
     }
@@ -297,18 +291,22 @@ pub(super) fn check_layout<K, V>(backend: Backend, map: &MapMut<'_>) -> Result<(
     })
 }
 
+/// Attaches every program `object` loaded, and runs `walk` instead.
 fn attach_all(
     backend: Backend,
     object: &Object,
-    run_instead: Option<&str>,
+    walk: Option<BorrowedFd<'_>>,
 ) -> Result<Vec<AttachedProgram>, ProbeError> {
+    let id_of = |fd: BorrowedFd<'_>| libbpf_rs::Program::id_from_fd(fd).ok();
+    let walk = walk.and_then(id_of);
     let mut programs = Vec::new();
     for program in object.progs_mut() {
         if !program.autoload() {
             continue;
         }
         let name = program.name().to_string_lossy().into_owned();
-        let link = if run_instead == Some(name.as_str()) {
+        let id = id_of(program.as_fd());
+        let link = if walk.is_some() && walk == id {
             test_run(program.as_fd()).map_err(|e| {
                 failed(backend, &format!("run {name} (BPF_PROG_TEST_RUN)"))(e.into())
             })?;
@@ -320,20 +318,18 @@ fn attach_all(
                     .map_err(failed(backend, &format!("attach {name}")))?,
             )
         };
-        let id = libbpf_rs::Program::id_from_fd(program.as_fd()).unwrap_or(0);
         let fd = program
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| failed(backend, &format!("keep a handle on {name}"))(e.into()))?;
-        programs.push(AttachedProgram { name, id, fd, link });
+        programs.push(AttachedProgram {
+            name,
+            id: id.unwrap_or(0),
+            fd,
+            _link: link,
+        });
     }
     Ok(programs)
-}
-
-/// The name of a typed skeleton program, for [`Probe::finish`]'s
-/// `run_instead`.
-pub(super) fn program_name(name: &OsStr) -> String {
-    name.to_string_lossy().into_owned()
 }
 
 /// libbpf-rs repeats a context when it wraps an error ("failed to attach BPF

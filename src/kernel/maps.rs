@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use libbpf_rs::{MapCore, MapHandle};
 
-use super::skel::from_bytes;
+use super::skel::{from_bytes, KernelType};
 
 /// Entries requested per syscall. Large enough that 100k flows take a dozen
 /// syscalls; the buffer grows past it only for a pathological bucket.
@@ -131,7 +131,7 @@ fn read_percpu_slot(map: &MapHandle, index: u32) -> io::Result<Vec<Vec<u8>>> {
 }
 
 /// Every CPU's value of one slot of a per-CPU array, as `T`.
-pub fn read_percpu<T: plain::Plain + Default>(map: &MapHandle, index: u32) -> io::Result<Vec<T>> {
+pub fn read_percpu<T: KernelType>(map: &MapHandle, index: u32) -> io::Result<Vec<T>> {
     Ok(read_percpu_slot(map, index)?
         .iter()
         .map(|value| from_bytes(value))

@@ -58,25 +58,35 @@ pub use socket::types::{
 pub type FlowKeyBytes = [u8; size_of::<FlowKey>()];
 
 // The socket object's copies of the shared types are read as the per-event
-// object's.
+// object's: both come from bpf/flow.h, and their sizes must agree.
 const _: () = assert!(size_of::<socket::types::flow_key>() == size_of::<FlowKey>());
 const _: () = assert!(size_of::<socket::types::cidr_key>() == size_of::<CidrKey>());
 const _: () = assert!(size_of::<socket::types::filter_settings>() == size_of::<FilterSettings>());
 
-// SAFETY (for every impl below): generated `#[repr(C)]` structs made only
-// of integers, integer arrays and `#[repr(transparent)]` integer enums, with
-// every padding byte spelled out as a field, so every byte pattern is a
-// valid value.
-macro_rules! plain {
+/// The types of bpf/flow.h as the skeletons generate them: `#[repr(C)]`
+/// structs of integers, integer arrays and `#[repr(transparent)]` integer
+/// enums, with no padding the C side does not spell out as a field. Every
+/// byte pattern is a valid value and every byte of a value is initialized,
+/// so their bytes may be read and written freely. Sealed: only the list
+/// below.
+pub trait KernelType: plain::Plain + Default + sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! kernel_types {
     ($($ty:ty),* $(,)?) => {
         $(
-            // SAFETY: see above.
+            // SAFETY: see `KernelType`.
             unsafe impl plain::Plain for $ty {}
+            impl sealed::Sealed for $ty {}
+            impl KernelType for $ty {}
         )*
     };
 }
 
-plain!(
+kernel_types!(
     FlowKey,
     FlowBytes,
     CidrKey,
@@ -91,28 +101,28 @@ plain!(
     socket::types::filter_settings,
 );
 
-/// `value`'s bytes as a `T` of the same size: for the shared types, from
-/// one skeleton's copy to the other's, and for map entries read as bytes.
+/// `bytes` as a `T` of the same size: map entries read as bytes, and one
+/// skeleton's copy of a shared type as the other's.
 ///
 /// # Panics
 /// If `bytes` is not exactly `size_of::<T>()` long: map key and value sizes
 /// are checked against these types when the objects load.
-pub fn from_bytes<T: plain::Plain + Default>(bytes: &[u8]) -> T {
+pub fn from_bytes<T: KernelType>(bytes: &[u8]) -> T {
     let mut value = T::default();
     assert_eq!(bytes.len(), size_of::<T>(), "a BPF value of the wrong size");
     plain::copy_from_bytes(&mut value, bytes).expect("sizes are equal");
     value
 }
 
-/// The bytes of a Plain value.
-pub fn as_bytes<T: plain::Plain>(value: &T) -> &[u8] {
-    // SAFETY: a Plain type has no padding of its own and any value's bytes
+/// The bytes of a value, as the kernel reads them.
+pub fn as_bytes<T: KernelType>(value: &T) -> &[u8] {
+    // SAFETY: a KernelType has no implicit padding, so all of its bytes
     // are initialized.
     unsafe { plain::as_bytes(value) }
 }
 
 /// The flow key bytes of either skeleton's `flow_key`.
-pub fn key_bytes<K: plain::Plain>(key: &K) -> FlowKeyBytes {
+pub fn key_bytes<K: KernelType>(key: &K) -> FlowKeyBytes {
     as_bytes(key).try_into().expect("a flow_key")
 }
 

@@ -1,7 +1,7 @@
 //! The socket backend's object (bpf/socket.bpf.c): opened, sized, given
 //! the programs this kernel supports and loaded.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapHandle};
@@ -9,8 +9,8 @@ use libbpf_rs::{MapCore, MapHandle};
 use super::backend::Backend;
 use super::features::KernelFeatures;
 use super::loader::{
-    autoload_none, check_layout, failed, fill_cidr_tries, object_storage, program_name,
-    size_cidr_tries, ProbeConfig, ProbeError,
+    autoload_none, check_layout, failed, fill_cidr_tries, object_storage, size_cidr_tries,
+    ProbeConfig, ProbeError,
 };
 use super::skel::socket::{OpenSocketProgs, SocketSkel, SocketSkelBuilder};
 use super::skel::{as_bytes, from_bytes, ClosedKey, ConnectionTotals, SocketState};
@@ -18,12 +18,20 @@ use super::SocketMaps;
 
 const BACKEND: Backend = Backend::Socket;
 
-/// Opens and loads the object; also returns the name of its walk program,
-/// which is run by every scrape and never attached.
+/// Opens and loads the object; also returns its walk program, which every
+/// scrape runs and nothing attaches.
 pub(super) fn load(
     features: &KernelFeatures,
     config: &ProbeConfig,
-) -> Result<(SocketSkel<'static>, String), ProbeError> {
+) -> Result<(SocketSkel<'static>, OwnedFd), ProbeError> {
+    // The walk reads sockets with plain loads where the kernel can cast an
+    // address to a typed pointer (Linux 6.2+).
+    let cast_walk = features.rdonly_cast;
+    // Discovery of connections older than the exporter goes on the
+    // cheapest hooks that see every send and receive call: the tracepoints
+    // where sendfile() passes through them too (Linux 6.5+), fentry
+    // elsewhere. The tracepoints fire after the call they report.
+    let discovery_on_tracepoints = features.sock_length_tracepoints && !features.tcp_sendpage;
     let mut open = SocketSkelBuilder::default()
         .open(object_storage())
         .map_err(failed(BACKEND, "open the BPF object"))?;
@@ -44,11 +52,15 @@ pub(super) fn load(
         .expect("the object has read-only data");
     // bpf/flow.h's filter_settings, from the per-event skeleton's copy.
     rodata.filter = from_bytes(as_bytes(&config.filter.settings()));
-    // Discovery on tp_btf runs after the call it sees (see choose_programs).
-    rodata.discovery_after_call = features.sock_length_tracepoints && !features.tcp_sendpage;
+    rodata.discovery_after_call = discovery_on_tracepoints;
 
     autoload_none(open.open_object_mut());
-    let walk = choose_programs(&mut open.progs, features);
+    choose_programs(
+        &mut open.progs,
+        cast_walk,
+        discovery_on_tracepoints,
+        features.tcp_sendpage,
+    );
     let mut skel = open.load().map_err(failed(BACKEND, "load"))?;
     check_layout::<ClosedKey, ConnectionTotals>(BACKEND, &skel.maps.closed_sockets)?;
     // socket_states is keyed by the socket's address.
@@ -72,35 +84,38 @@ pub(super) fn load(
         &skel.maps.cidr_exclude,
         &config.filter,
     )?;
+    let walk = if cast_walk {
+        &skel.progs.refresh_sockets_cast
+    } else {
+        &skel.progs.refresh_sockets
+    };
+    let walk = walk
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| failed(BACKEND, "keep a handle on the walk")(e.into()))?;
     Ok((skel, walk))
 }
 
-/// Switches on the programs this kernel supports; returns the walk's name.
-fn choose_programs(p: &mut OpenSocketProgs<'_>, features: &KernelFeatures) -> String {
+/// Switches on the programs this kernel supports.
+fn choose_programs(
+    p: &mut OpenSocketProgs<'_>,
+    cast_walk: bool,
+    discovery_on_tracepoints: bool,
+    tcp_sendpage: bool,
+) {
     p.socket_set_state.set_autoload(true);
     p.socket_destroy.set_autoload(true);
-    // The walk reads sockets with plain loads where the kernel can cast an
-    // address to a typed pointer (Linux 6.2+).
-    let walk = if features.rdonly_cast {
-        &mut p.refresh_sockets_cast
-    } else {
-        &mut p.refresh_sockets
-    };
-    walk.set_autoload(true);
-    let walk = program_name(walk.name());
-    // Discovery of connections older than the exporter, on the cheapest
-    // hook that sees every send and receive call: the tracepoints where
-    // sendfile() passes through them too (Linux 6.5+), fentry elsewhere.
-    if features.sock_length_tracepoints && !features.tcp_sendpage {
+    p.refresh_sockets_cast.set_autoload(cast_walk);
+    p.refresh_sockets.set_autoload(!cast_walk);
+    if discovery_on_tracepoints {
         p.discover_tp_send.set_autoload(true);
         p.discover_tp_recv.set_autoload(true);
     } else {
         p.discover_fentry_sendmsg.set_autoload(true);
         p.discover_fentry_recvmsg.set_autoload(true);
-        p.discover_fentry_sendpage
-            .set_autoload(features.tcp_sendpage);
+        // Before Linux 6.5, sendfile() and splice() call tcp_sendpage().
+        p.discover_fentry_sendpage.set_autoload(tcp_sendpage);
     }
-    walk
 }
 
 pub(super) fn maps(skel: &SocketSkel<'_>, walk: OwnedFd) -> Result<SocketMaps, libbpf_rs::Error> {

@@ -3,13 +3,14 @@
 
 use std::io;
 
+use libbpf_rs::MapHandle;
+
 use super::ledger::Ledger;
 use super::walk::SocketWalker;
 use super::{FlowSink, FlowSource, SourceHealth};
 use crate::kernel::maps::{read_percpu, take_hash_map};
 use crate::kernel::skel::{from_bytes, ConnectionTotals, SocketHealth};
 use crate::kernel::{monotonic_now_ns, SocketMaps};
-use libbpf_rs::MapHandle;
 
 #[derive(Debug)]
 pub struct SocketConnections {
