@@ -189,10 +189,6 @@ impl Probe {
         self.backend
     }
 
-    pub fn programs(&self) -> &[AttachedProgram] {
-        &self.programs
-    }
-
     /// Handles on the loaded programs, for their run statistics.
     pub fn program_handles(&self) -> std::io::Result<Vec<ProgramHandle>> {
         self.programs

@@ -91,3 +91,16 @@ pub struct SourceHealth {
     /// moved since the scrape before their end is not counted.
     pub connection_finals_lost: u64,
 }
+
+impl SourceHealth {
+    /// Counts one CPU's inserts into and deletes from a socket map into
+    /// `sockets_tracked`. A socket may be inserted on one CPU and deleted
+    /// on another: only the sum over all CPUs is meaningful, which wrapping
+    /// arithmetic reaches whatever the order.
+    fn count_tracked(&mut self, inserts: u64, deletes: u64) {
+        self.sockets_tracked = self
+            .sockets_tracked
+            .wrapping_add(inserts)
+            .wrapping_sub(deletes);
+    }
+}

@@ -68,16 +68,12 @@ impl FlowSource for SocketConnections {
 
     fn health(&self) -> io::Result<SourceHealth> {
         let mut health = SourceHealth::default();
-        let (mut inserts, mut deletes, mut finals_dropped) = (0u64, 0u64, 0u64);
+        let mut finals_dropped = 0u64;
         for cpu in read_percpu::<SocketHealth>(&self.health, 0)? {
             health.sockets_untracked += cpu.sockets_untracked;
             finals_dropped += cpu.finals_dropped;
-            // A socket may be inserted on one CPU and deleted on another:
-            // only the sums are meaningful.
-            inserts = inserts.wrapping_add(cpu.socket_inserts);
-            deletes = deletes.wrapping_add(cpu.socket_deletes);
+            health.count_tracked(cpu.socket_inserts, cpu.socket_deletes);
         }
-        health.sockets_tracked = inserts.wrapping_sub(deletes);
         // A connection forgotten without a final is one whose final the
         // kernel dropped; count each loss once, whichever saw it.
         health.connection_finals_lost = finals_dropped.max(self.ledger.forgotten);

@@ -103,16 +103,11 @@ impl FlowSource for PerEventTables {
         for cpu in read_percpu::<FlowBytes>(&self.maps.overflow, 0)? {
             health.flow_table_full.add(cpu.sent, cpu.received);
         }
-        let (mut inserts, mut deletes) = (0u64, 0u64);
         for cpu in read_percpu::<PerEventHealth>(&self.maps.health, 0)? {
             health.missed_calls += cpu.missed_calls;
             health.sockets_untracked += cpu.roles_untracked;
-            // A socket may be inserted on one CPU and deleted on another:
-            // only the sums are meaningful.
-            inserts = inserts.wrapping_add(cpu.role_inserts);
-            deletes = deletes.wrapping_add(cpu.role_deletes);
+            health.count_tracked(cpu.role_inserts, cpu.role_deletes);
         }
-        health.sockets_tracked = inserts.wrapping_sub(deletes);
         Ok(health)
     }
 }
