@@ -19,6 +19,7 @@
 #define AF_INET6 10
 #define MSG_PEEK 0x2
 #define MSG_ERRQUEUE 0x2000
+#define EEXIST 17
 
 #include "filter.bpf.h"
 

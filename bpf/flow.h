@@ -84,7 +84,9 @@ enum __attribute__((packed)) socket_flag {
 	SOCKET_DEAD = 16,       /* destroyed: its final totals are in closed_sockets */
 };
 
-/* One connection's state, the value of socket_states. */
+/* One connection's state, the value of socket_states. Each position is
+ * kept as a 64-bit sum and its exact low 32 bits in sequence space
+ * (socket_positions.bpf.h). */
 struct socket_state {
 	struct flow_key key;     /* with the filter and port aggregation applied */
 	__u64 id;                /* bpf_ktime_get_ns() when counting started */
@@ -94,9 +96,15 @@ struct socket_state {
 	__u64 received_at_close; /* receive position at TCP_CLOSE */
 	__u64 walk_sent;         /* totals at the last refresh_sockets run */
 	__u64 walk_received;
+	__u32 sent_base_seq;     /* the same four positions' sequence numbers */
+	__u32 received_base_seq;
+	__u32 sent_frozen_seq;
+	__u32 received_close_seq;
+	/* enum socket_flag values OR-ed; 32 bits, because the BPF ISA has no
+	 * atomic operations on single bytes. */
+	__u32 flags;
 	enum flow_role role;
-	enum socket_flag flags;  /* SOCKET_* OR-ed together; 0 before counting */
-	__u8 pad[6];
+	__u8 pad[3];
 };
 
 /* Key of closed_sockets: one connection. A socket address is reused, so the

@@ -9,8 +9,14 @@
  * for. The three backends differ only in where they see that return value:
  *
  *   tracepoint  tp_btf/sock_{send,recv}_length  Linux >= 6.5 (see below)
- *   fentry      fexit/tcp_{sendmsg,recvmsg}     plus tcp_sendpage before 6.5
+ *   fentry      fexit/tcp_{sendmsg,recvmsg}     plus tcp_sendpage before 6.5,
+ *               fexit/tcp_read_sock             and splice() reads
  *   kprobe      kprobe + kretprobe pairs        same functions as fentry
+ *
+ * Reads that bypass recvmsg (splice(), TCP_ZEROCOPY_RECEIVE, kernel
+ * readers) are the exception on the tracepoint backend: no tracepoint
+ * reports their size, so it counts received bytes by how far the socket's
+ * receive position moved instead (see "tracepoint backend" below).
  *
  * User space enables exactly one backend's programs (set_autoload) and, for the
  * fentry and kprobe backends, the tcp_recvmsg twin that matches this kernel's
@@ -19,6 +25,7 @@
  * local (socket_roles).
  */
 #include "common.bpf.h"
+#include "socket_positions.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -82,6 +89,41 @@ struct {
 
 /* How the probes and socket_roles fare (flow.h). */
 HEALTH_MAP(struct per_event_health);
+
+/* Tracepoint backend only: the receive position (socket_positions.bpf.h)
+ * up to which a socket's received bytes are counted. */
+struct rx_counted {
+	__u64 position;
+	/* Set up inside a read, on a connection older than the exporter:
+	 * `anchor` is where counting began, and the read's bytes before it
+	 * are still to be counted, by the sock_recv_length that ends it. */
+	__u64 anchor;
+	__u8 pending;
+	__u8 pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct rx_counted);
+} rx_positions SEC(".maps");
+
+/* Set by user space: the tracepoint backend counts receives this way. */
+const volatile bool rx_by_position = false;
+
+/* A connection seen from its SYN: nothing received yet, whatever the
+ * (not yet initialised) sequence numbers of a fresh clone say. */
+static __always_inline void rx_start(struct sock *sk)
+{
+	struct rx_counted *rx = bpf_sk_storage_get(&rx_positions, sk, 0,
+						   BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (rx) {
+		rx->position = 0;
+		rx->pending = 0;
+	}
+}
 
 static __always_inline void add_bytes(struct flow_bytes *counters, __u64 bytes, bool sent)
 {
@@ -164,6 +206,8 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 		return 0;
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
+	if (rx_by_position)
+		rx_start(sk);
 
 	if (bpf_map_update_elem(&socket_roles, &id, &role, BPF_NOEXIST) == 0) {
 		health_count(role_inserts);
@@ -193,7 +237,57 @@ int BPF_PROG(tp_tcp_destroy_sock, struct sock *sk)
  * sock_sendmsg() / sock_recvmsg() with the call's return value. Before 6.5,
  * sendfile() and splice() reached TCP through ->sendpage and bypassed
  * sock_sendmsg(), so user space accepts this backend only on kernels without
- * tcp_sendpage (6.5+, where splice_to_socket() uses MSG_SPLICE_PAGES). */
+ * tcp_sendpage (6.5+, where splice_to_socket() uses MSG_SPLICE_PAGES).
+ *
+ * Receiving has no such path: splice() from a socket (tcp_splice_read ->
+ * tcp_read_sock), TCP_ZEROCOPY_RECEIVE and in-kernel readers never call
+ * sock_recvmsg(). Every one of them, and tcp_recvmsg() too, moves
+ * copied_seq and then calls tcp_rcv_space_adjust(), with the socket lock
+ * held, whose tracepoint carries no size. So this backend counts received
+ * bytes as the growth of the receive position between those calls, from
+ * where it started: 0 for a connection seen from its SYN, or, for one
+ * older than the exporter, where its first read after the start began. */
+
+/* The receive position, read the way the caller may: `now`. */
+static __always_inline bool rx_position(struct sock *sk, __u64 *now)
+{
+	struct positions p;
+
+	if (!read_positions(sk, &p))
+		return false;
+	*now = p.received;
+	return true;
+}
+
+SEC("tp_btf/tcp_rcv_space_adjust")
+int BPF_PROG(tp_tcp_rcv_space_adjust, struct sock *sk)
+{
+	struct rx_counted *rx = bpf_sk_storage_get(&rx_positions, sk, 0, 0);
+	__u64 now;
+
+	if (!rx_position(sk, &now))
+		return 0;
+	if (!rx) {
+		/* Older than the exporter: start here. If this is a recvmsg(),
+		 * its sock_recv_length counts what it read before this point. */
+		rx = bpf_sk_storage_get(&rx_positions, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (rx) {
+			rx->position = now;
+			rx->anchor = now;
+			rx->pending = 1;
+		}
+		return 0;
+	}
+	/* Locked, so `now` is exact. It goes back only when tcp_disconnect()
+	 * resets the counters; the next connection then starts at 0 again. */
+	if (now > rx->position) {
+		count_bytes(sk, now - rx->position, false);
+		rx->position = now;
+	} else if (now < rx->position) {
+		rx->position = now;
+	}
+	return 0;
+}
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
@@ -205,11 +299,39 @@ int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 {
+	struct rx_counted *rx;
+	__u64 now, start;
+
 	/* A peek leaves the data queued for the read that really consumes it;
 	 * MSG_ERRQUEUE returns error-queue records, not payload. */
-	if (flags & (MSG_PEEK | MSG_ERRQUEUE))
+	if (ret <= 0 || !sk || (flags & (MSG_PEEK | MSG_ERRQUEUE)))
 		return 0;
-	count_bytes(sk, ret, false);
+	if (!rx_by_position) {
+		count_bytes(sk, ret, false);
+		return 0;
+	}
+	rx = bpf_sk_storage_get(&rx_positions, sk, 0, 0);
+	if (rx && !rx->pending)
+		return 0; /* tp_tcp_rcv_space_adjust counted it */
+	/* Unlocked, after the call: `now` may be one segment ahead, which
+	 * only moves `start` later and errs low. */
+	if (!rx_position(sk, &now))
+		return 0;
+	start = now - ret;
+	if (!rx) {
+		/* Older than the exporter, and no adjust ran: count this read
+		 * and go on from here. */
+		count_bytes(sk, ret, false);
+		rx = bpf_sk_storage_get(&rx_positions, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (rx)
+			rx->position = now;
+		return 0;
+	}
+	/* Counting began inside this read, or inside an earlier splice: what
+	 * this read took before the anchor is not counted yet. */
+	if ((__s64)(rx->anchor - start) > 0)
+		count_bytes(sk, rx->anchor - start, false);
+	rx->pending = 0;
 	return 0;
 }
 
@@ -253,6 +375,18 @@ int BPF_PROG(fexit_tcp_recvmsg_nonblock, struct sock *sk, struct msghdr *msg, si
 {
 	if (flags & (MSG_PEEK | MSG_ERRQUEUE))
 		return 0;
+	count_bytes(sk, ret, false);
+	return 0;
+}
+
+/* splice() from a socket, and in-kernel readers, take the data through
+ * tcp_read_sock() and never call tcp_recvmsg(). It returns the payload
+ * bytes it consumed (a FIN moves copied_seq but is not counted), or an
+ * error. */
+SEC("fexit/tcp_read_sock")
+int BPF_PROG(fexit_tcp_read_sock, struct sock *sk, read_descriptor_t *desc,
+	     sk_read_actor_t recv_actor, int ret)
+{
 	count_bytes(sk, ret, false);
 	return 0;
 }
@@ -339,6 +473,20 @@ int BPF_KPROBE(kprobe_tcp_recvmsg_nonblock, struct sock *sk, struct msghdr *msg,
 
 SEC("kretprobe/tcp_recvmsg")
 int BPF_KRETPROBE(kretprobe_tcp_recvmsg, int ret)
+{
+	count_stashed(ret, false);
+	return 0;
+}
+
+SEC("kprobe/tcp_read_sock")
+int BPF_KPROBE(kprobe_tcp_read_sock, struct sock *sk)
+{
+	stash_sock(sk);
+	return 0;
+}
+
+SEC("kretprobe/tcp_read_sock")
+int BPF_KRETPROBE(kretprobe_tcp_read_sock, int ret)
 {
 	count_stashed(ret, false);
 	return 0;

@@ -65,34 +65,81 @@ struct {
 /* How socket_states and closed_sockets fare (flow.h). */
 HEALTH_MAP(struct socket_health);
 
+/* Never read: keeps enum socket_flag in BTF for the Rust side, now that
+ * socket_state.flags is a plain __u32 (see capacity_defaults_btf). */
+const volatile enum socket_flag socket_flag_btf = SOCKET_NEW;
+
+/* ---- ordering ----------------------------------------------------------
+ * The walk reads socket_states entries without the socket lock while the
+ * locked programs write them: a writer fills in fields, then sets a flag;
+ * the walk reads the flag, then the fields (and reads the socket before a
+ * flag that says it is dead). Flags are only ever added, with an atomic OR,
+ * so that an unlocked discovery and a locked state change never lose each
+ * other's bits.
+ *
+ * The only ordering the BPF ISA gives on every architecture and on every
+ * kernel this backend supports (5.13+) is that of atomic operations with
+ * BPF_FETCH: they are fully ordered, like the kernel's atomic_fetch_*(),
+ * which the interpreter uses for them and every JIT must match. A plain
+ * atomic OR, without fetch, is relaxed (arm64 STSET). So flags are added
+ * with a fetching OR, whose result is kept alive so that clang does not
+ * drop the fetch, and the walk reads them with one, an OR of 0.
+ *
+ * On x86 the walk's side needs no more than program order: x86 does not
+ * reorder loads with older loads, nor stores with older stores (TSO), and
+ * the JIT emits the loads as written. There, the walk reads flags with a
+ * plain load behind a compiler barrier, which costs nothing per connection. */
+static __always_inline void add_flags(struct socket_state *s, __u32 bits)
+{
+	__u32 old = __sync_fetch_and_or(&s->flags, bits);
+
+	asm volatile("" : : "r"(old) : "memory");
+}
+
+static __always_inline __u32 load_flags(struct socket_state *s)
+{
+#if defined(__TARGET_ARCH_x86)
+	__u32 flags;
+
+	asm volatile("" ::: "memory");
+	flags = READ_ONCE(s->flags);
+	asm volatile("" ::: "memory");
+	return flags;
+#else
+	return __sync_fetch_and_or(&s->flags, 0);
+#endif
+}
+
 /* Starts counting a connection whose positions are `sent` and `received`
  * now; keys it, or marks it ignored when --filter.* excludes it. The key is
  * taken here, once: by the time inet_sock_set_state reports TCP_CLOSE the
  * socket is unhashed and its port released (inet_num is 0), and
  * tcp_disconnect() clears the peer port. The flags are written last: the
  * walk reads them first, without the socket lock. */
-static __always_inline void start_counting(struct sock *sk, struct socket_state *s, __u64 sent,
-					   __u64 received, enum socket_flag more_flags)
+static __always_inline void start_counting(struct sock *sk, struct socket_state *s,
+					   const struct positions *from, __u32 more_flags)
 {
 	struct flow_key key __attribute__((aligned(8))) = {};
 
 	if (!flow_key_from_sock(sk, &key)) {
-		s->flags = SOCKET_IGNORED;
+		add_flags(s, SOCKET_IGNORED);
 		return;
 	}
 	key.role = s->role;
 	if (!flow_selected(&key)) {
-		s->flags = SOCKET_IGNORED;
+		add_flags(s, SOCKET_IGNORED);
 		return;
 	}
 	aggregate_ports(&key);
 	s->key = key;
 	s->id = bpf_ktime_get_ns();
-	s->sent_base = sent;
-	s->received_base = received;
-	s->sent_frozen = sent;
-	asm volatile("" ::: "memory");
-	s->flags = SOCKET_COUNTING | more_flags;
+	s->sent_base = from->sent;
+	s->sent_base_seq = from->sent_seq;
+	s->received_base = from->received;
+	s->received_base_seq = from->received_seq;
+	s->sent_frozen = from->sent;
+	s->sent_frozen_seq = from->sent_seq;
+	add_flags(s, SOCKET_COUNTING | more_flags);
 }
 
 static __always_inline void freeze_send(struct socket_state *s, const struct positions *p)
@@ -100,35 +147,42 @@ static __always_inline void freeze_send(struct socket_state *s, const struct pos
 	if (s->flags & SOCKET_SEND_FROZEN)
 		return;
 	s->sent_frozen = p->sent;
-	asm volatile("" ::: "memory");
-	s->flags |= SOCKET_SEND_FROZEN;
+	s->sent_frozen_seq = p->sent_seq;
+	add_flags(s, SOCKET_SEND_FROZEN);
 }
 
-/* The connection's totals now. The live send position is read before the
- * flag: a FIN is queued only after the state change froze the position, so
+/* The connection's totals now; returns the flags they were taken under.
+ * The live send position is read before the flag: a FIN is queued only after the state change froze the position, so
  * a read that saw the FIN is followed by a flag read that sees the freeze.
  * tcp_disconnect() (connect(AF_UNSPEC), or close() with a zero linger time)
  * drops unread data by moving copied_seq up to rcv_nxt after the socket
  * reached TCP_CLOSE, and resets bytes_received: the receive position taken
  * at TCP_CLOSE then stands. */
-static __always_inline void connection_totals(struct sock *sk, struct socket_state *s,
+static __always_inline __u32 connection_totals(struct sock *sk, struct socket_state *s,
 					       const struct positions *now, __u8 shutdown,
 					       struct connection_totals *t)
 {
-	__u64 sent = now->sent, received = now->received;
-	enum socket_flag flags;
+	__u32 flags = load_flags(s);
+	__u64 received, at_close;
 
-	asm volatile("" ::: "memory");
-	flags = s->flags;
-	if (flags & SOCKET_SEND_FROZEN)
-		sent = s->sent_frozen;
-	if ((flags & SOCKET_CLOSED) && (received < s->received_at_close || shutdown == 0))
-		received = s->received_at_close;
 	t->socket = (__u64)sk;
 	t->id = s->id;
 	t->key = s->key;
-	t->sent = sent > s->sent_base ? sent - s->sent_base : 0;
-	t->received = received > s->received_base ? received - s->received_base : 0;
+	if (flags & SOCKET_SEND_FROZEN)
+		t->sent = distance(s->sent_base, s->sent_base_seq, s->sent_frozen,
+				   s->sent_frozen_seq);
+	else
+		t->sent = distance(s->sent_base, s->sent_base_seq, now->sent, now->sent_seq);
+	received = distance(s->received_base, s->received_base_seq, now->received,
+			    now->received_seq);
+	if (flags & SOCKET_CLOSED) {
+		at_close = distance(s->received_base, s->received_base_seq,
+				    s->received_at_close, s->received_close_seq);
+		if (received < at_close || shutdown == 0)
+			received = at_close;
+	}
+	t->received = received;
+	return flags;
 }
 
 /* Leaves a connection's final totals for user space. */
@@ -145,15 +199,20 @@ static __always_inline void close_connection(struct sock *sk, struct socket_stat
 	key.id = t.id;
 	/* The walk skips dead connections; user space reads closed_sockets
 	 * after the walk, so it never sees a connection alive after its end. */
-	s->flags |= SOCKET_DEAD;
-	asm volatile("" ::: "memory");
+	add_flags(s, SOCKET_DEAD);
 	if (bpf_map_update_elem(&closed_sockets, &key, &t, BPF_NOEXIST) != 0)
 		health_count(finals_dropped);
 }
 
+static __always_inline bool counting_flags(__u32 flags)
+{
+	return (flags & (SOCKET_COUNTING | SOCKET_DEAD)) == SOCKET_COUNTING;
+}
+
+/* For the programs that hold the socket lock, which write the flags. */
 static __always_inline bool counting(const struct socket_state *s)
 {
-	return (s->flags & (SOCKET_COUNTING | SOCKET_DEAD)) == SOCKET_COUNTING;
+	return counting_flags(s->flags);
 }
 
 /* States in which a connection carries bytes the walk should see. */
@@ -171,18 +230,29 @@ static __always_inline struct socket_state *socket_state_of(struct sock *sk)
 }
 
 /* A fresh entry for `sk` with `role`, and its mark. NULL when the map is
- * full: the connection is then not counted, and sockets_untracked says so. */
-static __always_inline struct socket_state *track(struct sock *sk, enum flow_role role)
+ * full: the connection is then not counted, and sockets_untracked says so.
+ * `replace`: an entry already there belongs to an earlier connection of
+ * this socket (the state-change programs, which hold the socket lock).
+ * Without it (discovery, unlocked), an entry already there means another
+ * CPU discovered the socket first, and its entry is left as it is. */
+static __always_inline struct socket_state *track(struct sock *sk, enum flow_role role,
+						  bool replace)
 {
 	struct socket_state fresh = { .role = role };
 	__u64 id = (__u64)sk;
+	long err;
 
 	/* Marked first, even if the map is full: discovery then leaves the
 	 * socket alone instead of failing again on every call. */
 	mark(sk);
-	if (bpf_map_update_elem(&socket_states, &id, &fresh, BPF_NOEXIST) == 0)
+	err = bpf_map_update_elem(&socket_states, &id, &fresh, BPF_NOEXIST);
+	if (err == 0) {
 		health_count(socket_inserts);
-	else if (bpf_map_update_elem(&socket_states, &id, &fresh, BPF_EXIST) != 0) {
+		return bpf_map_lookup_elem(&socket_states, &id);
+	}
+	if (err == -EEXIST && !replace)
+		return NULL;
+	if (bpf_map_update_elem(&socket_states, &id, &fresh, BPF_EXIST) != 0) {
 		health_count(sockets_untracked);
 		return NULL;
 	}
@@ -204,22 +274,30 @@ int BPF_PROG(socket_set_state, struct sock *sk, int oldstate, int newstate)
 		 * the previous connection. End that one first. */
 		if (s && counting(s))
 			close_connection(sk, s);
-		track(sk, newstate == TCP_SYN_SENT ? ROLE_CLIENT : ROLE_SERVER);
+		track(sk, newstate == TCP_SYN_SENT ? ROLE_CLIENT : ROLE_SERVER, true);
 		return 0;
 	}
 	if (newstate == TCP_ESTABLISHED) {
 		/* No entry: the handshake began before the exporter started. */
 		if (!s)
-			s = track(sk, ROLE_UNKNOWN);
+			s = track(sk, ROLE_UNKNOWN, true);
 		if (!s || s->flags || !read_positions(sk, &now))
 			return 0;
-		/* An active opener's send position counts its SYN (snd_una starts
-		 * at the ISN), so it is 1 before any data. Data sent in the SYN
-		 * with TCP Fast Open is already in write_seq here: start from 1,
-		 * not from now, to count it. */
+		/* Locked: `now` is exact, so moving its position moves its
+		 * sequence number by as much. An active opener's send position
+		 * counts its SYN (snd_una starts at the ISN), so it is 1 before
+		 * any data. Data sent in the SYN with TCP Fast Open is already
+		 * in write_seq here: start from 1, not from now, to count it. */
 		if (s->role == ROLE_CLIENT && now.sent > 1)
-			now.sent = 1;
-		start_counting(sk, s, now.sent, now.received, 0);
+			rewind(&now.sent, &now.sent_seq, now.sent - 1);
+		/* A passive opener receives nothing before its SYN_RECV clone,
+		 * so its receive position starts at 0. With TCP Fast Open the
+		 * SYN's data is queued, and may have been read, before the
+		 * handshake's last ACK moves it here: start from 0 to count it. */
+		if (s->role == ROLE_SERVER && BPF_CORE_READ_BITFIELD_PROBED(
+						      (struct tcp_sock *)sk, syn_data_acked))
+			rewind(&now.received, &now.received_seq, now.received);
+		start_counting(sk, s, &now, 0);
 		return 0;
 	}
 	if (!s || !counting(s))
@@ -231,8 +309,8 @@ int BPF_PROG(socket_set_state, struct sock *sk, int oldstate, int newstate)
 	freeze_send(s, &now);
 	if (newstate == TCP_CLOSE) {
 		s->received_at_close = now.received;
-		asm volatile("" ::: "memory");
-		s->flags |= SOCKET_CLOSED;
+		s->received_close_seq = now.received_seq;
+		add_flags(s, SOCKET_CLOSED);
 	}
 	return 0;
 }
@@ -267,9 +345,9 @@ int BPF_PROG(socket_destroy, struct sock *sk)
  * few instructions that need no stack and few registers to save. */
 static __noinline void discover(struct sock *sk, long moved, bool sent, int flags)
 {
-	struct positions now, again;
+	struct positions now;
 	struct socket_state *s;
-	enum socket_flag more = 0;
+	__u32 more = 0;
 	int state;
 
 	if (sk->sk_protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
@@ -279,24 +357,32 @@ static __noinline void discover(struct sock *sk, long moved, bool sent, int flag
 		return;
 	if (socket_state_of(sk))
 		return; /* known, but its mark could not be made */
-	if (!read_positions(sk, &now) || !read_positions(sk, &again))
+	/* Unlocked. The sums may be an ACK or a segment off; the sequence
+	 * numbers are not, and distance() needs no more (socket_positions.bpf.h). */
+	if (!read_positions(sk, &now))
 		return;
-	/* Unlocked: a reading that straddles an update is taken again. */
-	if ((now.sent != again.sent || now.received != again.received) &&
-	    !read_positions(sk, &now))
-		return;
-	s = track(sk, ROLE_UNKNOWN);
+	/* Read after the positions: a FIN is queued only after the state
+	 * change to FIN_WAIT1 or LAST_ACK, so if the reading above includes a
+	 * FIN, this read sees that state (in order on x86; elsewhere at worst
+	 * the send side is frozen early, which errs low). */
+	asm volatile("" ::: "memory");
+	if (sk->__sk_common.skc_state != state)
+		state = TCP_FIN_WAIT1;
+	s = track(sk, ROLE_UNKNOWN, false);
 	if (!s)
 		return;
 	if (discovery_after_call && moved > 0) {
 		if (sent)
-			now.sent -= moved;
-		else if (!(flags & MSG_PEEK))
-			now.received -= moved;
+			rewind(&now.sent, &now.sent_seq, moved);
+		else
+			rewind(&now.received, &now.received_seq, moved);
 	}
+	/* Its FIN may be queued (or the state moved under us): nothing more
+	 * can be sent, and the send position may count the FIN, so this
+	 * connection's send side counts nothing from here on. */
 	if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
-		more = SOCKET_SEND_FROZEN; /* its FIN is queued: nothing more to send */
-	start_counting(sk, s, now.sent, now.received, more);
+		more = SOCKET_SEND_FROZEN;
+	start_counting(sk, s, &now, more);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -310,6 +396,11 @@ int BPF_PROG(discover_tp_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(discover_tp_recv, struct sock *sk, int ret, int flags)
 {
+	/* A peek moves no position; an error-queue read (timestamps,
+	 * MSG_ZEROCOPY completions) returns no payload. Neither tells how far
+	 * the receive position moved, so neither discovers. */
+	if (flags & (MSG_PEEK | MSG_ERRQUEUE))
+		return 0;
 	if (sk && !marked(sk))
 		discover(sk, ret, false, flags);
 	return 0;
@@ -332,6 +423,8 @@ int BPF_PROG(discover_fentry_sendpage, struct sock *sk)
 	return 0;
 }
 
+/* fentry runs before the call, so an error-queue read or a peek is
+ * harmless here: the position is read before it. */
 SEC("fentry/tcp_recvmsg")
 int BPF_PROG(discover_fentry_recvmsg, struct sock *sk)
 {

@@ -9,14 +9,15 @@
 #ifndef TCP_FLOW_EXPORTER_SOCKET_WALK_BPF_H
 #define TCP_FLOW_EXPORTER_SOCKET_WALK_BPF_H
 
-/* A connection's totals from its socket read by address, unlocked. */
-static __always_inline void probed_totals(struct sock *sk, struct socket_state *s,
-					  struct connection_totals *t)
+/* A connection's totals from its socket read by address, unlocked; returns
+ * the flags read after the socket. */
+static __always_inline __u32 probed_totals(struct sock *sk, struct socket_state *s,
+					   struct connection_totals *t)
 {
 	struct positions now;
 
 	probed_positions(sk, &now);
-	connection_totals(sk, s, &now, BPF_CORE_READ(sk, sk_shutdown), t);
+	return connection_totals(sk, s, &now, BPF_CORE_READ(sk, sk_shutdown), t);
 }
 
 /* Linux 6.2+: turns the address into a read-only typed pointer, so the walk
@@ -25,45 +26,37 @@ static __always_inline void probed_totals(struct sock *sk, struct socket_state *
  * kernel has it. */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
-static __always_inline void cast_totals(__u64 address, struct socket_state *s,
-					struct connection_totals *t)
+static __always_inline __u32 cast_totals(__u64 address, struct socket_state *s,
+					 struct connection_totals *t)
 {
 	struct tcp_sock *tp =
 		bpf_rdonly_cast((void *)address, bpf_core_type_id_kernel(struct tcp_sock));
 	struct positions now;
 
 	cast_positions(tp, &now);
-	connection_totals((struct sock *)address, s, &now, tp->inet_conn.icsk_inet.sk.sk_shutdown,
-			  t);
-}
-
-static __always_inline void unlocked_totals(__u64 address, struct socket_state *s, bool cast,
-					    struct connection_totals *t)
-{
-	if (cast)
-		cast_totals(address, s, t);
-	else
-		probed_totals((struct sock *)address, s, t);
+	return connection_totals((struct sock *)address, s, &now,
+				 tp->inet_conn.icsk_inet.sk.sk_shutdown, t);
 }
 
 /* Reads one connection's totals into its entry. The socket is read by its
  * address, without its lock, so the reading is kept only if the entry was
  * not marked dead meanwhile: the destroy program marks it before the socket
- * can be freed, so a socket still unmarked after the reads was alive during
- * them. Positions are read twice; a pair straddling an update is read a
- * third time. */
+ * can be freed, and connection_totals() reads the flags after the socket,
+ * so a socket still unmarked then was alive during the reads. One reading
+ * is enough: its sums may be an ACK or a segment off, which distance()
+ * corrects from the sequence numbers (socket_positions.bpf.h). */
 static __always_inline long refresh_entry(__u64 address, struct socket_state *s, bool cast)
 {
-	struct connection_totals t = {}, again = {};
+	struct connection_totals t = {};
+	__u32 flags;
 
-	if (!counting(s))
+	if (!counting_flags(load_flags(s)))
 		return 0;
-	unlocked_totals(address, s, cast, &t);
-	unlocked_totals(address, s, cast, &again);
-	if (t.sent != again.sent || t.received != again.received)
-		unlocked_totals(address, s, cast, &t);
-	asm volatile("" ::: "memory");
-	if (!counting(s))
+	if (cast)
+		flags = cast_totals(address, s, &t);
+	else
+		flags = probed_totals((struct sock *)address, s, &t);
+	if (!counting_flags(flags))
 		return 0;
 	s->walk_sent = t.sent;
 	s->walk_received = t.received;

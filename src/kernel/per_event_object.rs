@@ -37,6 +37,11 @@ pub(super) fn load(
     maps.kprobe_inflight
         .set_autocreate(backend == Backend::Kprobe)
         .map_err(failed(backend, "leave out the kprobe map"))?;
+    // Only the tracepoint backend counts receives by position.
+    let rx_by_position = backend == Backend::Tracepoint;
+    maps.rx_positions
+        .set_autocreate(rx_by_position)
+        .map_err(failed(backend, "leave out the receive position map"))?;
     size_cidr_tries(
         backend,
         &mut maps.cidr_include,
@@ -47,6 +52,10 @@ pub(super) fn load(
         .as_deref_mut()
         .expect("the object has read-only data")
         .filter = config.filter.settings();
+    maps.rodata_data
+        .as_deref_mut()
+        .expect("the object has read-only data")
+        .rx_by_position = rx_by_position;
 
     autoload_none(open.open_object_mut());
     if let Some(features) = features {
@@ -77,12 +86,16 @@ fn choose_programs(p: &mut OpenPerEventProgs<'_>, backend: Backend, features: &K
         Backend::Tracepoint => {
             p.tp_sock_send_length.set_autoload(true);
             p.tp_sock_recv_length.set_autoload(true);
+            // splice() and other reads that bypass sock_recvmsg().
+            p.tp_tcp_rcv_space_adjust.set_autoload(true);
         }
         Backend::Fentry => {
             p.fexit_tcp_sendmsg.set_autoload(true);
             p.fexit_tcp_recvmsg_nonblock.set_autoload(nonblock);
             p.fexit_tcp_recvmsg.set_autoload(!nonblock);
             p.fexit_tcp_sendpage.set_autoload(sendpage);
+            // splice() reads, which bypass tcp_recvmsg().
+            p.fexit_tcp_read_sock.set_autoload(true);
         }
         Backend::Kprobe => {
             p.kprobe_tcp_sendmsg.set_autoload(true);
@@ -92,6 +105,8 @@ fn choose_programs(p: &mut OpenPerEventProgs<'_>, backend: Backend, features: &K
             p.kretprobe_tcp_recvmsg.set_autoload(true);
             p.kprobe_tcp_sendpage.set_autoload(sendpage);
             p.kretprobe_tcp_sendpage.set_autoload(sendpage);
+            p.kprobe_tcp_read_sock.set_autoload(true);
+            p.kretprobe_tcp_read_sock.set_autoload(true);
         }
         // Not in this object: bpf/socket.bpf.c.
         Backend::Socket => {}

@@ -138,7 +138,7 @@ mod tests {
         assert_eq!(size_of::<FlowBytes>(), 24);
         assert_eq!(size_of::<CidrKey>(), 20);
         assert_eq!(size_of::<ConnectionTotals>(), 72);
-        assert_eq!(size_of::<SocketState>(), 104);
+        assert_eq!(size_of::<SocketState>(), 120);
         assert_eq!(size_of::<FlowRole>(), 1);
         assert_eq!(size_of::<SocketFlag>(), 1);
     }

@@ -41,12 +41,13 @@ impl SocketWalker {
         test_run(self.walk.as_fd())?;
         let entries = read_hash_map(&self.states, self.last_len + 64)?;
         self.last_len = entries.len();
-        let wanted = SocketFlag::SOCKET_COUNTING.0;
-        let seen = wanted | SocketFlag::SOCKET_IGNORED.0 | SocketFlag::SOCKET_DEAD.0;
+        let wanted = u32::from(SocketFlag::SOCKET_COUNTING.0);
+        let seen =
+            wanted | u32::from(SocketFlag::SOCKET_IGNORED.0) | u32::from(SocketFlag::SOCKET_DEAD.0);
         let mut live = Vec::with_capacity(entries.len());
         for (key, value) in entries.iter() {
             let s: SocketState = from_bytes(value);
-            if s.flags.0 & seen != wanted {
+            if s.flags & seen != wanted {
                 continue;
             }
             live.push(ConnectionTotals {
