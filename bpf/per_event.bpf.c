@@ -64,6 +64,17 @@ struct {
 	__type(value, struct flow_bytes);
 } flow_overflow SEC(".maps");
 
+/* What is remembered of a socket seen from its SYN. */
+struct known_socket {
+	enum flow_role role;
+	__u8 pad;
+	/* Its local port, once established: TCP releases the port (inet_num
+	 * becomes 0) when the socket reaches TCP_CLOSE, which a socket that
+	 * entered TIME_WAIT, or was reset, does while data may still wait to
+	 * be read; those reads keep the connection's key. */
+	__u16 local_port;
+};
+
 /* The role of every TCP socket that connected or was accepted while the
  * exporter runs, keyed by the socket's address. Written on the state change
  * that reveals the role, deleted when the socket is destroyed: not at
@@ -75,7 +86,7 @@ struct {
 	__uint(max_entries, SOCKETS_MAX_DEFAULT);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
-	__type(value, enum flow_role);
+	__type(value, struct known_socket);
 } socket_roles SEC(".maps");
 
 /* kprobe backend only: the socket a thread passed to tcp_*msg / tcp_sendpage,
@@ -133,12 +144,15 @@ static __always_inline void add_bytes(struct flow_bytes *counters, __u64 bytes, 
 		__sync_fetch_and_add(&counters->received, bytes);
 }
 
-static __always_inline enum flow_role socket_role(struct sock *sk)
+/* Fills in the key's role, and its local port if TCP already released it. */
+static __always_inline void remembered(struct sock *sk, struct flow_key *key)
 {
 	__u64 id = (__u64)sk;
-	enum flow_role *role = bpf_map_lookup_elem(&socket_roles, &id);
+	struct known_socket *known = bpf_map_lookup_elem(&socket_roles, &id);
 
-	return role ? *role : ROLE_UNKNOWN;
+	key->role = known ? known->role : ROLE_UNKNOWN;
+	if (known && key->local_port == 0)
+		key->local_port = known->local_port;
 }
 
 /* The accounting body every hook shares. `ret` is the socket call's return
@@ -153,7 +167,7 @@ static __always_inline void count_bytes(struct sock *sk, long ret, bool sent)
 
 	if (ret <= 0 || !sk || !flow_key_from_sock(sk, &key))
 		return;
-	key.role = socket_role(sk);
+	remembered(sk, &key);
 	if (!flow_selected(&key))
 		return;
 	aggregate_ports(&key);
@@ -196,8 +210,16 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
 	__u64 id = (__u64)sk;
+	struct known_socket known = {};
+	struct known_socket *seen;
 	enum flow_role role;
 
+	if (newstate == TCP_ESTABLISHED) {
+		seen = bpf_map_lookup_elem(&socket_roles, &id);
+		if (seen)
+			seen->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		return 0;
+	}
 	if (newstate == TCP_SYN_SENT)
 		role = ROLE_CLIENT;
 	else if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN)
@@ -209,13 +231,14 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int oldstate, int newstate
 	if (rx_by_position)
 		rx_start(sk);
 
-	if (bpf_map_update_elem(&socket_roles, &id, &role, BPF_NOEXIST) == 0) {
+	known.role = role;
+	if (bpf_map_update_elem(&socket_roles, &id, &known, BPF_NOEXIST) == 0) {
 		health_count(role_inserts);
 		return 0;
 	}
 	/* The address of a socket destroyed before the exporter started, or a
 	 * reconnect of the same socket: overwrite. Failing that, the map is full. */
-	if (bpf_map_update_elem(&socket_roles, &id, &role, BPF_EXIST) != 0)
+	if (bpf_map_update_elem(&socket_roles, &id, &known, BPF_EXIST) != 0)
 		health_count(roles_untracked);
 	return 0;
 }

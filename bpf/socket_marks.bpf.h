@@ -8,6 +8,11 @@
  * learned from the first socket marked; until then, and for a socket whose
  * slot holds another map's storage, a helper lookup decides.
  *
+ * That cache is private to kernel/bpf/bpf_local_storage.c, unchanged from
+ * 5.11 to 6.18. cache_layout_known() checks, against this kernel's BTF,
+ * the fields the shortcut reads; on a kernel where they changed, every
+ * check takes the helper lookup instead of misreading.
+ *
  * Included once, by socket.bpf.c.
  */
 #ifndef TCP_FLOW_EXPORTER_SOCKET_MARKS_BPF_H
@@ -28,6 +33,18 @@ volatile __u32 marks_map_id = 0;
 volatile __u32 marks_cache_slot = 0;
 /* socket_marks' struct bpf_local_storage_map, once learned; 0 before. */
 volatile __u64 marks_smap = 0;
+
+/* 16 cache pointers, each data's map, and that map's id, as read here. */
+static __always_inline bool cache_layout_known(void)
+{
+	struct bpf_local_storage *st = NULL;
+	struct bpf_local_storage_data *sdata = NULL;
+
+	return bpf_core_field_exists(st->cache) &&
+	       bpf_core_field_size(st->cache) == 16 * sizeof(void *) &&
+	       bpf_core_field_exists(sdata->smap) &&
+	       bpf_core_field_exists(sdata->smap->map.id);
+}
 
 static __always_inline bool is_our_mark(struct bpf_local_storage_data *sdata)
 {
@@ -66,12 +83,15 @@ static __always_inline bool marked(struct sock *sk)
 
 	if (!st)
 		return false;
+	if (!cache_layout_known())
+		goto lookup;
 	/* Linux 6.2+ records which map created a socket's storage. Ours does,
 	 * unless another program's storage came first: two loads. */
 	if (bpf_core_field_exists(st->smap) && marks_smap && (__u64)st->smap == marks_smap)
 		return true;
 	if (slot && is_our_mark(cache_slot(st, slot - 1)))
 		return true;
+lookup:
 	return bpf_sk_storage_get(&socket_marks, sk, 0, 0) != NULL;
 }
 
@@ -82,7 +102,7 @@ static __always_inline void mark(struct sock *sk)
 
 	if (!bpf_sk_storage_get(&socket_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE))
 		return;
-	if (marks_cache_slot)
+	if (marks_cache_slot || !cache_layout_known())
 		return;
 	/* A lookup puts the mark in its cache slot; find which one it is. */
 	bpf_sk_storage_get(&socket_marks, sk, 0, 0);

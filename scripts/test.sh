@@ -33,6 +33,8 @@ if [ -n "$row" ]; then
     read -r _ _ native_backends TFE_EXPECT_AUTO TFE_UNSUPPORTED <<< "$row"
     [ "$TFE_UNSUPPORTED" = - ] && TFE_UNSUPPORTED=""
     export TFE_EXPECT_AUTO TFE_UNSUPPORTED
+    # tests/agreement.rs runs identical traffic under each of them.
+    export TFE_BACKENDS=$native_backends
 else
     echo "*** test.sh: Linux $kernel has no row in tests/kernels.conf; backend expectations are not checked ***" >&2
 fi

@@ -6,6 +6,7 @@
 
 pub mod exporter;
 pub mod netns;
+pub mod paths;
 pub mod scrape;
 pub mod tools;
 pub mod traffic;
