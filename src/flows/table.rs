@@ -31,8 +31,10 @@ pub struct Totals {
     pub received: u64,
     /// CLOCK_MONOTONIC nanoseconds of the latest counted send or receive.
     pub last_seen_ns: u64,
-    /// Bytes of the kernel entry the probes still write that are already in
-    /// `sent` and `received`: what scrapes took before the drain.
+    /// Bytes of the flow's kernel entry that scrapes credited, already in
+    /// `sent` and `received`, until a drain settles that entry. It is in
+    /// the table the probes write or, while a drain that failed partway is
+    /// unfinished, in the one they left.
     taken: Taken,
 }
 
@@ -208,14 +210,9 @@ impl FlowSink for FlowTable {
         }
     }
 
-    fn table_drained(&mut self, complete: bool) {
-        if !complete {
-            for totals in self.flows.values_mut() {
-                totals.taken = Taken::default();
-            }
-        }
+    fn table_drained(&mut self) {
         // Every flow that overflowed at a scrape was in the drained table
-        // and is settled (or forgotten); let go of their memory.
+        // and is settled; let go of their memory.
         self.overflowed = Map::default();
     }
 }

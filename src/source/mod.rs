@@ -33,10 +33,9 @@ pub trait FlowSink {
     /// An entry of a kernel table the probes no longer write: what it holds
     /// beyond what credits already took counts.
     fn settle(&mut self, key: &FlowKeyBytes, counted: &FlowBytes);
-    /// A drained table was read whole (`complete`), so every entry credits
-    /// took from is settled; or it was not, and what credits took is
-    /// forgotten, so the next table starts from nothing.
-    fn table_drained(&mut self, complete: bool);
+    /// A table the probes no longer write was drained whole, perhaps over
+    /// several tries: every entry credits took from is settled.
+    fn table_drained(&mut self);
 }
 
 /// A backend family's way of reading its kernel object.

@@ -8,7 +8,7 @@ use libbpf_rs::MapHandle;
 use super::ledger::Ledger;
 use super::walk::SocketWalker;
 use super::{FlowSink, FlowSource, SourceHealth};
-use crate::kernel::maps::{read_percpu, take_hash_map};
+use crate::kernel::maps::{read_percpu, take_hash_map, PartialTake};
 use crate::kernel::skel::{from_bytes, ConnectionTotals, SocketHealth};
 use crate::kernel::{monotonic_now_ns, SocketMaps};
 
@@ -45,13 +45,16 @@ impl SocketConnections {
             let live = self.walker.walk()?;
             self.ledger.walked(&live, sink, now);
         }
-        let closed = take_hash_map(&self.closed, self.last_closed + 64)?;
+        // A take that fails partway already deleted the finals it got from
+        // the kernel: they count now, and the rest at the next take.
+        let (closed, complete) =
+            PartialTake::split(take_hash_map(&self.closed, self.last_closed + 64));
         let finals = closed
             .iter()
             .map(|(_, value)| from_bytes::<ConnectionTotals>(value));
         self.ledger.finished(finals, sink, now);
         self.last_closed = closed.len();
-        Ok(())
+        complete
     }
 }
 

@@ -15,16 +15,17 @@ fn check(what: &str, rc: isize) -> usize {
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    check("pipe2", unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize);
+    check(
+        "pipe2",
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+    );
     // SAFETY: pipe2 just opened both and nothing else owns them.
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
 fn splice(from: RawFd, to: RawFd, len: usize) -> usize {
     // SAFETY: both fds are open; null offsets are allowed for pipes and sockets.
-    let n = unsafe {
-        libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, 0)
-    };
+    let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, 0) };
     check("splice", n as isize)
 }
 
@@ -36,13 +37,21 @@ pub fn splice_receive(socket: &TcpStream, len: usize) {
     let mut buf = vec![0u8; 64 << 10];
     let mut left = len;
     while left > 0 {
-        let n = splice(socket.as_raw_fd(), write_end.as_raw_fd(), left.min(64 << 10));
+        let n = splice(
+            socket.as_raw_fd(),
+            write_end.as_raw_fd(),
+            left.min(64 << 10),
+        );
         assert!(n > 0, "peer closed with {left} bytes outstanding");
         let mut drained = 0;
         while drained < n {
             // SAFETY: `buf` is writable for its length.
             let got = unsafe {
-                libc::read(read_end.as_raw_fd(), buf.as_mut_ptr().cast(), (n - drained).min(buf.len()))
+                libc::read(
+                    read_end.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    (n - drained).min(buf.len()),
+                )
             };
             drained += check("read(pipe)", got);
         }
@@ -82,7 +91,13 @@ pub fn zerocopy_send(socket: &TcpStream, len: usize) {
     let one: libc::c_int = 1;
     // SAFETY: setsockopt with a valid fd and an int option.
     let rc = unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, SO_ZEROCOPY, (&one as *const libc::c_int).cast(), 4)
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_ZEROCOPY,
+            (&one as *const libc::c_int).cast(),
+            4,
+        )
     };
     check("SO_ZEROCOPY", rc as isize);
     let data = vec![0x33u8; len];
@@ -96,7 +111,10 @@ pub fn zerocopy_send(socket: &TcpStream, len: usize) {
     let mut confirmed = 0u32;
     let deadline = Instant::now() + Duration::from_secs(30);
     while confirmed < calls {
-        assert!(Instant::now() < deadline, "{confirmed} of {calls} zerocopy completions");
+        assert!(
+            Instant::now() < deadline,
+            "{confirmed} of {calls} zerocopy completions"
+        );
         confirmed += read_completions(fd);
     }
 }
@@ -113,7 +131,11 @@ fn read_completions(fd: RawFd) -> u32 {
     let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
     if n < 0 {
         let err = io::Error::last_os_error();
-        assert_eq!(err.raw_os_error(), Some(libc::EAGAIN), "recvmsg(MSG_ERRQUEUE): {err}");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::EAGAIN),
+            "recvmsg(MSG_ERRQUEUE): {err}"
+        );
         std::thread::sleep(Duration::from_millis(1));
         return 0;
     }
@@ -121,8 +143,13 @@ fn read_completions(fd: RawFd) -> u32 {
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         assert!(!cmsg.is_null(), "an error-queue message without its cmsg");
-        let ee = libc::CMSG_DATA(cmsg).cast::<libc::sock_extended_err>().read_unaligned();
-        assert_eq!(ee.ee_origin, SO_EE_ORIGIN_ZEROCOPY, "not a zerocopy completion");
+        let ee = libc::CMSG_DATA(cmsg)
+            .cast::<libc::sock_extended_err>()
+            .read_unaligned();
+        assert_eq!(
+            ee.ee_origin, SO_EE_ORIGIN_ZEROCOPY,
+            "not a zerocopy completion"
+        );
         ee.ee_data - ee.ee_info + 1
     }
 }
@@ -150,7 +177,9 @@ pub fn fastopen_server(listener: &TcpListener) {
 /// in the SYN once the client holds the server's cookie, after the
 /// handshake before that.
 pub fn fastopen_connect(server: SocketAddr, data: &[u8]) -> TcpStream {
-    let SocketAddr::V4(v4) = server else { panic!("IPv4 only") };
+    let SocketAddr::V4(v4) = server else {
+        panic!("IPv4 only")
+    };
     // SAFETY: all-zero is a valid sockaddr_in; fields set below.
     let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     sa.sin_family = libc::AF_INET as libc::sa_family_t;
@@ -171,5 +200,92 @@ pub fn fastopen_connect(server: SocketAddr, data: &[u8]) -> TcpStream {
         );
         assert_eq!(check("sendto(MSG_FASTOPEN)", n as isize), data.len());
         stream
+    }
+}
+
+/// Runs `f` on a thread inside the network namespace `name`; sockets it
+/// creates stay in that namespace, usable from any thread after.
+pub fn inside<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).expect("open the namespace");
+        // SAFETY: setns on a valid namespace fd; it only affects this thread.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A TcpExt counter of /proc/net/netstat in the namespace `name`.
+pub fn netstat(name: &str, counter: &str) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", name, "cat", "/proc/net/netstat"])
+        .output()
+        .expect("run ip netns exec");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        if let Some(i) = names.split_whitespace().position(|n| n == counter) {
+            return values.split_whitespace().nth(i).unwrap().parse().unwrap();
+        }
+    }
+    panic!("no TcpExt {counter} in /proc/net/netstat of {name}");
+}
+
+const SO_TIMESTAMPING: libc::c_int = 37;
+/// SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE: every sent
+/// segment's clone comes back, with its data, on the error queue.
+const TX_TIMESTAMPS: libc::c_int = (1 << 1) | (1 << 4);
+
+/// Asks for software transmit timestamps on `socket`.
+pub fn transmit_timestamps(socket: &TcpStream) {
+    // SAFETY: setsockopt with a valid fd and an int option.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_TIMESTAMPING,
+            (&TX_TIMESTAMPS as *const libc::c_int).cast(),
+            4,
+        )
+    };
+    check("SO_TIMESTAMPING", rc as isize);
+}
+
+/// One recvmsg(MSG_ERRQUEUE), waiting up to 10 s for a message; returns
+/// the bytes it returned, which are no payload received.
+pub fn read_error_queue(socket: &TcpStream) -> usize {
+    let mut buf = [0u8; 4096];
+    let mut control = [0u64; 64];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: an all-zero msghdr is valid; iov and control point at ours.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: `msg` and the buffers it points at are valid for the call.
+        let n = unsafe {
+            libc::recvmsg(
+                socket.as_raw_fd(),
+                &mut msg,
+                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return n as usize;
+        }
+        assert!(Instant::now() < deadline, "nothing on the error queue");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -122,11 +122,16 @@ fn a_flow_a_scrape_took_from_stays_until_the_drain() {
 }
 
 #[test]
-fn a_table_that_was_not_drained_in_full_is_forgotten() {
-    let mut table = FlowTable::new(10, u64::MAX);
+fn a_drain_settled_over_two_tries_adds_each_byte_once() {
+    let mut table = FlowTable::new(1, u64::MAX);
     credit(&mut table, 1, 10, 0, 5);
-    table.table_drained(false);
-    // The next table's entry starts from nothing.
-    add(&mut table, 1, 3, 0, 6);
-    assert_eq!(totals(&table), vec![(1, 13, 0)]);
+    credit(&mut table, 2, 20, 0, 5);
+    // The first try gets only flow 1's entry; flow 2's (overflowed at the
+    // scrape) stays in the kernel, and what the scrape took of it is kept.
+    add(&mut table, 1, 12, 0, 6);
+    // The second try gets the rest, and the drain is complete.
+    add(&mut table, 2, 25, 0, 6);
+    table.table_drained();
+    assert_eq!(totals(&table), vec![(1, 12, 0)]);
+    assert_eq!(table.overflow.sent, 25);
 }
