@@ -7,7 +7,7 @@
 //! what they share is here.
 
 use std::fmt;
-use std::mem::{size_of, MaybeUninit};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use libbpf_rs::skel::Skel;
@@ -268,23 +268,6 @@ pub(super) fn fill_cidr_tries(
         }
     }
     Ok(())
-}
-
-/// The skeleton's Rust types come from the same header as the C structs,
-/// but the map is what the kernel really created; refuse to misread it.
-pub(super) fn check_layout<K, V>(backend: Backend, map: &MapMut<'_>) -> Result<(), ProbeError> {
-    let (key, value) = (size_of::<K>(), size_of::<V>());
-    let (k, v) = (map.key_size() as usize, map.value_size() as usize);
-    if (k, v) == (key, value) {
-        return Ok(());
-    }
-    Err(ProbeError::Unsupported {
-        backend,
-        reason: format!(
-            "map {} has key/value sizes {k}/{v}, expected {key}/{value}",
-            map.name().to_string_lossy()
-        ),
-    })
 }
 
 /// Attaches every program `object` loaded, and runs `walk` instead.

@@ -7,11 +7,10 @@ use libbpf_rs::MapHandle;
 use super::backend::Backend;
 use super::features::KernelFeatures;
 use super::loader::{
-    autoload_none, check_layout, failed, fill_cidr_tries, object_storage, size_cidr_tries,
-    ProbeConfig, ProbeError,
+    autoload_none, failed, fill_cidr_tries, object_storage, size_cidr_tries, ProbeConfig,
+    ProbeError,
 };
 use super::skel::per_event::{OpenPerEventProgs, PerEventSkel, PerEventSkelBuilder};
-use super::skel::{FlowBytes, FlowKey};
 use super::PerEventMaps;
 
 /// Opens and loads the object with `backend`'s programs on a kernel with
@@ -62,7 +61,6 @@ pub(super) fn load(
         choose_programs(&mut open.progs, backend, features);
     }
     let skel = open.load().map_err(failed(backend, "load"))?;
-    check_layout::<FlowKey, FlowBytes>(backend, &skel.maps.flows_even)?;
     fill_cidr_tries(
         backend,
         &skel.maps.cidr_include,

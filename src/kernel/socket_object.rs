@@ -9,11 +9,11 @@ use libbpf_rs::{MapCore, MapHandle};
 use super::backend::Backend;
 use super::features::KernelFeatures;
 use super::loader::{
-    autoload_none, check_layout, failed, fill_cidr_tries, object_storage, size_cidr_tries,
-    ProbeConfig, ProbeError,
+    autoload_none, failed, fill_cidr_tries, object_storage, size_cidr_tries, ProbeConfig,
+    ProbeError,
 };
 use super::skel::socket::{OpenSocketProgs, SocketSkel, SocketSkelBuilder};
-use super::skel::{as_bytes, from_bytes, ClosedKey, ConnectionTotals, SocketState};
+use super::skel::{as_bytes, from_bytes};
 use super::SocketMaps;
 
 const BACKEND: Backend = Backend::Socket;
@@ -62,9 +62,6 @@ pub(super) fn load(
         features.tcp_sendpage,
     );
     let mut skel = open.load().map_err(failed(BACKEND, "load"))?;
-    check_layout::<ClosedKey, ConnectionTotals>(BACKEND, &skel.maps.closed_sockets)?;
-    // socket_states is keyed by the socket's address.
-    check_layout::<u64, SocketState>(BACKEND, &skel.maps.socket_states)?;
     // Discovery recognises the backend's own marks by the mark map's id.
     let marks_id = skel
         .maps
