@@ -113,12 +113,12 @@ fn empty_totals(handles: &[ProgramHandle]) -> (u64, u64) {
         .fold((0, 0), |(r, n), (r2, n2)| (r + r2, n + n2))
 }
 
-/// Sum of (runs, ns) over every program the exporter attached.
+/// Sum of (runs, ns) over every program the exporter loaded.
 fn exporter_totals(scrape: &Scrape) -> (u64, u64) {
     scrape
         .text
         .lines()
-        .filter_map(|l| l.strip_prefix(r#"tcp_flow_exporter_program_attached{program=""#))
+        .filter_map(|l| l.strip_prefix(r#"tcp_flow_exporter_program_runs_total{program=""#))
         .map(|rest| rest.split('"').next().unwrap().to_owned())
         .map(|p| exporter_stats(scrape, &p))
         .fold((0, 0), |(r, n), (r2, n2)| (r + r2, n + n2))
@@ -221,7 +221,7 @@ fn walk() {
         let program = first
             .text
             .lines()
-            .filter_map(|l| l.strip_prefix(r#"tcp_flow_exporter_program_attached{program=""#))
+            .filter_map(|l| l.strip_prefix(r#"tcp_flow_exporter_program_runs_total{program=""#))
             .map(|rest| rest.split('"').next().unwrap().to_owned())
             .find(|name| name.starts_with("refresh_sockets"))
             .expect("the socket backend's refresh program");

@@ -50,7 +50,9 @@ for backend in ${native_backends//,/ }; do
         --test roles_and_filters --test http --test program_stats -- --include-ignored
 done
 
-if [ "${TFE_MATRIX:-1}" = 0 ] && [ -z "${CI:-}" ]; then
+# CI as tests/support::in_ci reads it: set, and neither empty nor "false".
+in_ci() { [ -n "${CI:-}" ] && [ "${CI}" != false ]; }
+if [ "${TFE_MATRIX:-1}" = 0 ] && ! in_ci; then
     echo "*** test.sh: TFE_MATRIX=0, the kernel matrix was NOT run ***" >&2
 else
     scripts/kernel-matrix.sh

@@ -61,17 +61,66 @@ impl Prometheus {
     }
 
     fn wait_for(&self, timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        self.wait_until(timeout, what, || {
             if done() {
-                return;
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        });
+    }
+
+    /// Polls `check` until it passes; after `timeout`, fails with its last
+    /// complaint and Prometheus's log.
+    fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut() -> Result<(), String>,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let why = match check() {
+                Ok(()) => return,
+                Err(why) => why,
+            };
+            if Instant::now() >= deadline {
+                panic!(
+                    "prometheus: not {what} within {timeout:?}: {why}\nlog:\n{}",
+                    std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!(
-            "prometheus: not {what} within {timeout:?}; log:\n{}",
-            std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-        );
+    }
+
+    /// Every rule's health, last error and last evaluation, from the rules
+    /// API: Err with the rules that are not healthy (never evaluated, or
+    /// failing) and why.
+    fn rules_healthy(&self) -> Result<(), String> {
+        let (_, body) = http_get(self.addr, "/api/v1/rules", &[]).map_err(|e| e.to_string())?;
+        let reply: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let groups = reply["data"]["groups"]
+            .as_array()
+            .ok_or_else(|| format!("no rule groups: {reply}"))?;
+        let unhealthy: Vec<String> = groups
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .filter(|r| r["health"] != "ok")
+            .map(|r| {
+                format!(
+                    "{} health {} (last evaluation {}, error {:?})",
+                    r["name"], r["health"], r["lastEvaluation"], r["lastError"]
+                )
+            })
+            .collect();
+        if groups.is_empty() || !unhealthy.is_empty() {
+            return Err(format!(
+                "rules not healthy: {unhealthy:?} of {} groups",
+                groups.len()
+            ));
+        }
+        Ok(())
     }
 
     /// An instant query: Err with Prometheus's message if it fails.
@@ -249,8 +298,40 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
     assert_eq!(stored("server", "sent"), Some(654_321));
     assert_eq!(stored("server", "received"), Some(123_456));
 
-    // Rates need two samples in their window, recording rules an evaluation.
-    std::thread::sleep(Duration::from_secs(5));
+    // Rates need two samples in their window, recording rules an evaluation
+    // over them: wait until both exporters have two samples in a minute,
+    // every rule has been evaluated without error, and every recording rule
+    // has recorded the flows the test moved (role!="overflow" also matches
+    // the rules that have no role label).
+    let records: Vec<String> = rule_exprs()
+        .into_iter()
+        .filter(|r| !r.alert)
+        .map(|r| r.origin.trim_start_matches("rules.yml ").to_owned())
+        .collect();
+    assert!(!records.is_empty(), "no recording rules in rules.yml");
+    prometheus.wait_until(
+        Duration::from_secs(60),
+        "ready for the shipped queries",
+        || {
+            for target in [exact.addr, cramped.addr] {
+                let samples = prometheus.value(&format!(
+                    r#"count_over_time(tcp_flow_exporter_build_info{{instance="{target}"}}[1m])"#
+                ));
+                if samples.unwrap_or(0) < 2 {
+                    return Err(format!("{target}: {samples:?} samples in the last minute"));
+                }
+            }
+            prometheus.rules_healthy()?;
+            for record in &records {
+                let series = format!(r#"{record}{{instance="{instance}",role!="overflow"}}"#);
+                match prometheus.query(&series) {
+                    Ok(result) if !result.is_empty() => {}
+                    other => return Err(format!("{series}: nothing recorded yet ({other:?})")),
+                }
+            }
+            Ok(())
+        },
+    );
     let shipped: Vec<Shipped> = dashboard_exprs().into_iter().chain(rule_exprs()).collect();
     assert!(
         shipped.len() >= 10,

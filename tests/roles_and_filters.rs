@@ -187,3 +187,47 @@ fn root_loopback_switch_drops_only_loopback_peers() {
         Some((1, 2))
     );
 }
+
+/// The BPF hash maps an exporter process holds: (key size, value size) ->
+/// max_entries, from /proc/<pid>/fdinfo.
+fn bpf_hash_maps(pid: u32) -> Vec<((u32, u32), u32)> {
+    let mut maps = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let Ok(info) = std::fs::read_to_string(entry.unwrap().path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().parse::<u32>().unwrap())
+        };
+        // BPF_MAP_TYPE_HASH is 1.
+        if field("map_type:") != Some(1) {
+            continue;
+        }
+        let sizes = (field("key_size:").unwrap(), field("value_size:").unwrap());
+        maps.push((sizes, field("max_entries:").unwrap()));
+    }
+    maps
+}
+
+/// --sockets.max sizes every map it names, in the kernel: the socket
+/// backend's socket_states (key 8, value 120) and closed_sockets (16, 72),
+/// the per-event backends' socket_roles (8, 4).
+#[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
+fn root_sockets_max_sizes_the_socket_maps() {
+    support::require_root();
+    let exporter = Exporter::start(&["--sockets.max=1000"]);
+    let maps = bpf_hash_maps(exporter.pid());
+    let sized = |sizes: (u32, u32)| maps.iter().find(|(s, _)| *s == sizes).map(|(_, max)| *max);
+    let socket = exporter.scrape().text.contains(r#"backend="socket""#);
+    let expected: &[(&str, (u32, u32))] = if socket {
+        &[("socket_states", (8, 120)), ("closed_sockets", (16, 72))]
+    } else {
+        &[("socket_roles", (8, 4))]
+    };
+    for (name, sizes) in expected {
+        assert_eq!(sized(*sizes), Some(1000), "{name} in {maps:?}");
+    }
+}

@@ -180,7 +180,10 @@ pub fn encode(
     encode_programs(encoder, snap)
 }
 
-/// Per attached program: attached, runs, run time, recursion misses.
+/// Per loaded program: runs, run time, recursion misses. (No "attached"
+/// gauge: every program is attached for as long as the exporter runs, since
+/// a failed attach is fatal and nothing detaches the links the exporter
+/// holds; the socket backend's walk is run, never attached.)
 fn encode_programs(encoder: &mut DescriptorEncoder, snap: &Snapshot) -> fmt::Result {
     let programs = &snap.programs;
     encoder
@@ -191,17 +194,6 @@ fn encode_programs(encoder: &mut DescriptorEncoder, snap: &Snapshot) -> fmt::Res
                 MetricType::Gauge,
             )?
             .encode_gauge(&u64::from(snap.bpf_stats_enabled))?;
-    let mut attached = encoder.encode_descriptor(
-        "tcp_flow_exporter_program_attached",
-        "1 for each BPF program attached to its kernel hook.",
-        None,
-        MetricType::Gauge,
-    )?;
-    for p in programs {
-        attached
-            .encode_family(&[("program", p.name.as_str())])?
-            .encode_gauge(&1u64)?;
-    }
     program_counter(
         encoder,
         "tcp_flow_exporter_program_runs",

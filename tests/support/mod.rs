@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub use exporter::{only_port, Exporter};
 #[allow(unused_imports)]
 pub use scrape::{
-    assert_exact_flow, assert_flow, dechunk, http_get, http_get_full, server_mode_flows,
-    timed_scrape, FlowId, Scrape, OVERFLOW_LABELS,
+    assert_counted_or_reported, assert_exact_flow, assert_flow, dechunk, http_get, http_get_full,
+    server_mode_flows, timed_scrape, FlowId, Moved, Scrape, OVERFLOW_LABELS,
 };
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcp-flow-exporter");

@@ -145,6 +145,68 @@ pub fn peek(socket: &TcpStream, len: usize) -> usize {
     n as usize
 }
 
+/// One receive call on `socket` that must find nothing to read (the peer
+/// sent nothing more, or closed): recv(2) with MSG_DONTWAIT. The kprobe
+/// backend learns that a call's return probe never ran only when the same
+/// thread makes its next socket call; a test ends its threads' calls with
+/// this one, so that a return missed by their last real call is reported.
+pub fn reveal_missed_return(socket: &TcpStream) {
+    let mut byte = 0u8;
+    // SAFETY: `byte` is writable for the 1 byte asked for.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    let err = io::Error::last_os_error();
+    assert!(
+        n == 0 || (n < 0 && err.kind() == io::ErrorKind::WouldBlock),
+        "recv(MSG_DONTWAIT) must find nothing to read: {n}, {err}"
+    );
+}
+
+/// Waits until thread `tid` of this process sleeps inside a receive
+/// syscall on `fd` (recvfrom, recvmsg or read): /proc/self/task/<tid>/stat
+/// says `S` (asleep; the kernel reads .../syscall only from a task off its
+/// CPU) and .../syscall names the call and its fd. On a TCP socket with
+/// nothing to read that is sk_wait_data(), inside tcp_recvmsg(). Panics
+/// after `timeout`, with what the thread was doing.
+pub fn wait_blocked_in_recv(tid: libc::pid_t, fd: i32, timeout: std::time::Duration) {
+    let task = format!("/proc/self/task/{tid}");
+    let blocked = || {
+        let stat = std::fs::read_to_string(format!("{task}/stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+        let syscall = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
+        let mut fields = syscall.split_whitespace();
+        let nr = fields.next().and_then(|n| n.parse::<i64>().ok());
+        let first_arg = fields
+            .next()
+            .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+        let receiving = matches!(
+            nr,
+            Some(libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_read)
+        );
+        let ok = state == Some("S") && receiving && first_arg == Some(i64::from(fd));
+        (ok, format!("state {state:?}, syscall {:?}", syscall.trim()))
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (ok, what) = blocked();
+        if ok {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "thread {tid} not blocked receiving on fd {fd} after {timeout:?}: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// sendmsg(2) with several iovecs; returns what the kernel accepted.
 pub fn sendmsg_iov(socket: &TcpStream, parts: &[&[u8]]) -> usize {
     let mut iov: Vec<libc::iovec> = parts
