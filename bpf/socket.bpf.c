@@ -96,6 +96,21 @@ static __always_inline void add_flags(struct socket_state *s, __u32 bits)
 	asm volatile("" : : "r"(old) : "memory");
 }
 
+/* Orders every load and store before it with every one after it. A fetching
+ * atomic on a stack slot is the BPF ISA's only full barrier; x86 keeps loads
+ * in order already. */
+static __always_inline void full_barrier(void)
+{
+#if defined(__TARGET_ARCH_x86)
+	asm volatile("" ::: "memory");
+#else
+	__u64 fence = 0;
+	__u64 old = __sync_fetch_and_add(&fence, 0);
+
+	asm volatile("" : : "r"(old) : "memory");
+#endif
+}
+
 static __always_inline __u32 load_flags(struct socket_state *s)
 {
 #if defined(__TARGET_ARCH_x86)
@@ -363,9 +378,8 @@ static __noinline void discover(struct sock *sk, long moved, bool sent, int flag
 		return;
 	/* Read after the positions: a FIN is queued only after the state
 	 * change to FIN_WAIT1 or LAST_ACK, so if the reading above includes a
-	 * FIN, this read sees that state (in order on x86; elsewhere at worst
-	 * the send side is frozen early, which errs low). */
-	asm volatile("" ::: "memory");
+	 * FIN, this read sees that state. */
+	full_barrier();
 	if (sk->__sk_common.skc_state != state)
 		state = TCP_FIN_WAIT1;
 	s = track(sk, ROLE_UNKNOWN, false);
