@@ -93,7 +93,7 @@ fn choose_programs(p: &mut OpenPerEventProgs<'_>, backend: Backend, features: &K
             p.fexit_tcp_recvmsg.set_autoload(!nonblock);
             p.fexit_tcp_sendpage.set_autoload(sendpage);
             // splice() reads, which bypass tcp_recvmsg().
-            p.fexit_tcp_read_sock.set_autoload(true);
+            p.fexit_tcp_splice_read.set_autoload(true);
         }
         Backend::Kprobe => {
             p.kprobe_tcp_sendmsg.set_autoload(true);
@@ -103,8 +103,8 @@ fn choose_programs(p: &mut OpenPerEventProgs<'_>, backend: Backend, features: &K
             p.kretprobe_tcp_recvmsg.set_autoload(true);
             p.kprobe_tcp_sendpage.set_autoload(sendpage);
             p.kretprobe_tcp_sendpage.set_autoload(sendpage);
-            p.kprobe_tcp_read_sock.set_autoload(true);
-            p.kretprobe_tcp_read_sock.set_autoload(true);
+            p.kprobe_tcp_splice_read.set_autoload(true);
+            p.kretprobe_tcp_splice_read.set_autoload(true);
         }
         // Not in this object: bpf/socket.bpf.c.
         Backend::Socket => {}
