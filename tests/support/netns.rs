@@ -4,7 +4,6 @@
 //! pair.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -68,18 +67,10 @@ impl Netns {
     /// socket stays in the namespace it was created in, so the thread that
     /// creates it switches in and the socket is used from anywhere after.
     pub fn listen(&self) -> TcpListener {
-        let path = format!("/run/netns/{}", self.name);
         let addr = SocketAddr::new(IpAddr::V4(self.inner_ip), 0);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("open the namespace");
-            // SAFETY: setns on a valid namespace fd; it only affects this
-            // short-lived thread.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        super::paths::inside(&self.name, move || {
             TcpListener::bind(addr).expect("listen inside the namespace")
         })
-        .join()
-        .unwrap()
     }
 }
 

@@ -12,6 +12,21 @@ fn check(what: &str, rc: isize) -> usize {
     rc as usize
 }
 
+/// setsockopt(2) of one int option; panics naming `what` on failure.
+fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+    what: &str,
+) {
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` is an int that outlives the call, and `len` its size.
+    let rc =
+        unsafe { libc::setsockopt(fd, level, name, (&value as *const libc::c_int).cast(), len) };
+    check(what, rc as isize);
+}
+
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
@@ -88,18 +103,7 @@ const MSG_ZEROCOPY: libc::c_int = 0x4000000;
 /// counted as received.
 pub fn zerocopy_send(socket: &TcpStream, len: usize) {
     let fd = socket.as_raw_fd();
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt with a valid fd and an int option.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            SO_ZEROCOPY,
-            (&one as *const libc::c_int).cast(),
-            4,
-        )
-    };
-    check("SO_ZEROCOPY", rc as isize);
+    set_int_option(fd, libc::SOL_SOCKET, SO_ZEROCOPY, 1, "SO_ZEROCOPY");
     let data = vec![0x33u8; len];
     let (mut sent, mut calls) = (0, 0u32);
     while sent < len {
@@ -159,18 +163,8 @@ const MSG_FASTOPEN: libc::c_int = 0x20000000;
 
 /// Lets `listener` accept data in the SYN (TCP Fast Open, server side).
 pub fn fastopen_server(listener: &TcpListener) {
-    let queue: libc::c_int = 16;
-    // SAFETY: setsockopt with a valid fd and an int option.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            TCP_FASTOPEN,
-            (&queue as *const libc::c_int).cast(),
-            4,
-        )
-    };
-    check("TCP_FASTOPEN", rc as isize);
+    let fd = listener.as_raw_fd();
+    set_int_option(fd, libc::IPPROTO_TCP, TCP_FASTOPEN, 16, "TCP_FASTOPEN");
 }
 
 /// Connects to the IPv4 `server` with sendto(MSG_FASTOPEN) carrying `data`:
@@ -244,17 +238,14 @@ const TX_TIMESTAMPS: libc::c_int = (1 << 1) | (1 << 4);
 
 /// Asks for software transmit timestamps on `socket`.
 pub fn transmit_timestamps(socket: &TcpStream) {
-    // SAFETY: setsockopt with a valid fd and an int option.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_TIMESTAMPING,
-            (&TX_TIMESTAMPS as *const libc::c_int).cast(),
-            4,
-        )
-    };
-    check("SO_TIMESTAMPING", rc as isize);
+    let fd = socket.as_raw_fd();
+    set_int_option(
+        fd,
+        libc::SOL_SOCKET,
+        SO_TIMESTAMPING,
+        TX_TIMESTAMPS,
+        "SO_TIMESTAMPING",
+    );
 }
 
 /// One recvmsg(MSG_ERRQUEUE), waiting up to 10 s for a message; returns
