@@ -141,21 +141,23 @@ fn root_idle_flows_expire_and_no_series_ever_decreases() {
 
     // Churn: the kernel entry of the one client flow is deleted at every
     // drain and created again by the next connection.
+    // Returns the number of connections and when the last one began: no
+    // byte moved before that instant, so none of the flows' bytes is older.
     let churn = |duration: Duration| {
         let started = Instant::now();
-        let mut n = 0u64;
+        let (mut n, mut last_began) = (0u64, started);
         while started.elapsed() < duration {
+            last_began = Instant::now();
             short_connection(&listener, server, 100, 10);
             n += 1;
             std::thread::sleep(Duration::from_millis(20));
         }
-        n
+        (n, last_began)
     };
-    let first = churn(Duration::from_millis(2500));
+    let (first, idle_since) = churn(Duration::from_millis(2500));
     // Idle until the poller has seen both series end, so that it sees the
     // series run twice: after the 1 s timeout, at the next drain (once a
     // second). Not before the timeout, and not much later.
-    let idle_since = Instant::now();
     loop {
         let gone = seen.lock().unwrap().last().is_some_and(|latest| {
             !latest.contains_key(&client_labels) && !latest.contains_key(&server_labels)
@@ -170,9 +172,11 @@ fn root_idle_flows_expire_and_no_series_ever_decreases() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let idle = idle_since.elapsed();
+    // Exact, with no allowance: the last bytes moved after `idle_since`,
+    // and the exporter stamps them no earlier than it saw them.
     assert!(
-        idle >= Duration::from_millis(900),
-        "flows expired after {idle:?} idle, before the 1 s timeout"
+        idle > Duration::from_secs(1),
+        "flows expired {idle:?} after their last connection began, before the 1 s timeout"
     );
     let expired = exporter.scrape();
     assert_eq!(expired.flow(&client), None, "idle flow exported again");
@@ -183,7 +187,7 @@ fn root_idle_flows_expire_and_no_series_ever_decreases() {
             .unwrap()
             >= 2
     );
-    let second = churn(Duration::from_millis(500));
+    let (second, _) = churn(Duration::from_millis(500));
     // Churned on this thread: one more call reveals a missed last return.
     traffic::reveal_missed_return(&Pair::on("127.0.0.1").client);
     let last = exporter.scrape();

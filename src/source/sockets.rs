@@ -40,15 +40,22 @@ impl SocketConnections {
     /// connection's final totals are written after it left the walk, so
     /// none is seen alive after its final.
     fn collect(&mut self, walk: bool, sink: &mut dyn FlowSink) -> io::Result<()> {
-        let now = monotonic_now_ns();
-        if walk {
-            let live = self.walker.walk()?;
-            self.ledger.walked(&live, sink, now);
-        }
+        let live = if walk {
+            self.walker.walk()?
+        } else {
+            Vec::new()
+        };
         // A take that fails partway already deleted the finals it got from
         // the kernel: they count now, and the rest at the next take.
         let (closed, complete) =
             PartialTake::split(take_hash_map(&self.closed, self.last_closed + 64));
+        // Growth is stamped when the reading ended, never when it began:
+        // bytes that moved during a slow walk must not look older than
+        // they are, or a flow could expire before its idle timeout.
+        let now = monotonic_now_ns();
+        if walk {
+            self.ledger.walked(&live, sink, now);
+        }
         let finals = closed
             .iter()
             .map(|(_, value)| from_bytes::<ConnectionTotals>(value));
