@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod exposition;
 pub mod flows;
+pub mod identity;
 pub mod kernel;
 mod lock;
 pub mod source;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod exporter;
+pub mod kube_api;
 pub mod netns;
 pub mod paths;
 pub mod scrape;
