@@ -54,6 +54,46 @@ static __always_inline bool ipv6_addr_v4mapped(const __u32 w[4])
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0x0000ffff);
 }
 
+/* sock_cgroup_data before Linux 5.15 (8520e224f547 "bpf, cgroups: Fix
+ * cgroup v2 fallback on v1/v2 mixed mode", also in later 5.10.y): one word
+ * that holds either the cgroup pointer or, with its low bit set, the cgroup
+ * v1 net_cls/net_prio data. The ___old suffix makes it a CO-RE flavor. */
+struct sock_cgroup_data___old {
+	__u64 val;
+} __attribute__((preserve_access_index));
+
+struct sock___old {
+	struct sock_cgroup_data___old sk_cgrp_data;
+} __attribute__((preserve_access_index));
+
+/* The default hierarchy's root cgroup: its kernfs id is always 1. */
+#define ROOT_CGROUP_ID 1
+
+/* The cgroup v2 id of the cgroup the socket was created in (accepted sockets
+ * inherit their listener's): the workload that owns the connection, whatever
+ * its IP. sk_cgrp_data is set when the socket is allocated and only changes
+ * on a cgroup v1 net_cls/net_prio write, which leaves the pointer as it was
+ * since 5.15 and, before, falls back to the root (sock_cgroup_ptr). */
+static __always_inline __u64 socket_cgroup_id(struct sock *sk)
+{
+	struct cgroup *cgrp;
+
+	if (bpf_core_field_exists(((struct sock_cgroup_data *)0)->cgroup)) {
+		cgrp = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	} else {
+		__u64 val = BPF_CORE_READ((struct sock___old *)sk, sk_cgrp_data.val);
+
+		/* sock_cgroup_ptr() of those kernels: data bits or no pointer mean
+		 * the root cgroup. */
+		if (!val || (val & 3))
+			return ROOT_CGROUP_ID;
+		cgrp = (struct cgroup *)val;
+	}
+	if (!cgrp)
+		return ROOT_CGROUP_ID;
+	return BPF_CORE_READ(cgrp, kn, id);
+}
+
 /* Builds the flow key of a TCP socket over IPv4 or IPv6; false for anything
  * else. The send/recv tracepoints fire for every socket type, and a raw socket
  * may carry IPPROTO_TCP, so both protocol and type are checked. */
@@ -69,6 +109,8 @@ static __always_inline bool flow_key_from_sock(struct sock *sk, struct flow_key 
 	    BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
 		return false;
 
+	if (filter.key_cgroup)
+		key->cgroup = socket_cgroup_id(sk);
 	key->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	key->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 

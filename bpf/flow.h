@@ -35,6 +35,10 @@ struct flow_key {
 	__u16 family;      /* AF_INET (2) or AF_INET6 (10) */
 	enum flow_role role;
 	__u8 pad;          /* always zero, so keys hash and compare bytewise */
+	/* The cgroup v2 id of the cgroup the local socket was created in (its
+	 * directory's inode number), so that two workloads on one IP are two
+	 * flows; 0 under --cgroup.attribution=false. */
+	__u64 cgroup;
 };
 
 /* Payload bytes the application really moved on that flow. */
@@ -59,7 +63,9 @@ struct filter_settings {
 	__u8 cidr_exclude_on;
 	__u8 port_include_on;
 	__u8 port_exclude_on;
-	__u8 pad[2]; /* always zero: no implicit padding for Rust to guess */
+	/* --cgroup.attribution: put the socket's cgroup id in the key. */
+	__u8 key_cgroup;
+	__u8 pad; /* always zero: no implicit padding for Rust to guess */
 	/* One bit per TCP port: port p is bit (p & 63) of word p >> 6. */
 	__u64 port_include[1024];
 	__u64 port_exclude[1024];

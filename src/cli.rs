@@ -1,6 +1,7 @@
 //! Command-line flags, named the way Prometheus exporters name them.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -122,6 +123,46 @@ pub struct Cli {
     #[arg(long = "bpf.stats")]
     pub bpf_stats: bool,
 
+    /// Kubernetes: the kubeconfig to watch pods, Services and Nodes with. In a pod,
+    /// the in-cluster configuration is used without it.
+    #[arg(long = "kubernetes.kubeconfig", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// This node's name, to find its Node object (zone, region) and its pods
+    /// [default: $NODE_NAME, then the hostname].
+    #[arg(long = "node.name", value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// This node's zone, over its Node's topology.kubernetes.io/zone label; for hosts
+    /// outside Kubernetes.
+    #[arg(long = "node.zone", value_name = "ZONE", value_parser = parse_label_value)]
+    pub node_zone: Option<String>,
+
+    /// This node's region, over its Node's topology.kubernetes.io/region label.
+    #[arg(long = "node.region", value_name = "REGION", value_parser = parse_label_value)]
+    pub node_region: Option<String>,
+
+    /// Named networks (YAML: networks: [{cidr, name, zone, region}]) that label peers
+    /// Kubernetes does not know. Reloaded on SIGHUP and when the file changes.
+    #[arg(long = "labels.file", value_name = "PATH")]
+    pub labels_file: Option<PathBuf>,
+
+    /// Attribute each connection to the cgroup its socket was created in (a pod, a
+    /// systemd unit, a container): the src_pod and src_workload labels. The cgroup id is
+    /// then part of the kernel's flow key.
+    #[arg(long = "cgroup.attribution", value_name = "BOOL", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub cgroup_attribution: bool,
+
+    /// Where the host's cgroup v2 hierarchy is mounted, to name the cgroups. In a
+    /// container, mount the host's /sys/fs/cgroup and point this at it.
+    #[arg(
+        long = "cgroup.root",
+        value_name = "PATH",
+        default_value = "/sys/fs/cgroup"
+    )]
+    pub cgroup_root: PathBuf,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
@@ -137,6 +178,7 @@ impl Cli {
             cidr_exclude: self.cidr_exclude.clone(),
             port_include: self.port_include.clone(),
             port_exclude: self.port_exclude.clone(),
+            cgroups: self.cgroup_attribution,
         }
     }
 }
@@ -233,6 +275,15 @@ fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} is shorter than the minimum of 1s"));
     }
     Ok(timeout)
+}
+
+/// Zone and region names become label values and are compared as given:
+/// refuse what is surely a mistake.
+fn parse_label_value(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{text:?} must be a non-empty name without spaces"));
+    }
+    Ok(text.to_owned())
 }
 
 fn parse_telemetry_path(text: &str) -> Result<String, String> {

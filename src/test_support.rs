@@ -225,3 +225,10 @@ impl FakeHashMap {
         ret
     }
 }
+
+/// [`key_with_port`]'s flow, its socket created in cgroup `cgroup`.
+pub fn key_in_cgroup(port: u16, cgroup: u64) -> FlowKeyBytes {
+    let mut key: FlowKey = from_bytes(&key_with_port(port));
+    key.cgroup = cgroup;
+    key_bytes(&key)
+}

@@ -78,7 +78,7 @@ fn root_scrape_reads_every_entry_of_a_120k_flow_map() {
 /// Writes one round's values into the table the probes write; with
 /// `extra`, only a third of the keys, each grown by `extra` bytes each way.
 fn plant(tables: &PerEventTables, extra: u64) {
-    for i in (0..FLOWS).filter(|i| extra == 0 || i % 3 == 0) {
+    for i in (0..FLOWS).filter(|i| extra == 0 || i.is_multiple_of(3)) {
         let value = FlowBytes {
             sent: u64::from(i) * 3 + extra,
             received: u64::from(i) * 5 + 1 + extra,
@@ -107,7 +107,7 @@ fn check(flows: &[Flow], round: u64, grown: u64) {
             panic!("{flow:?}")
         };
         assert_eq!(u32::from(remote), i, "{flow:?}");
-        let grown = if i % 3 == 0 { grown } else { 0 };
+        let grown = if i.is_multiple_of(3) { grown } else { 0 };
         assert_eq!(
             (flow.sent, flow.received),
             (

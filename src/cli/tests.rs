@@ -26,7 +26,14 @@ fn defaults_follow_exporter_conventions() {
     assert_eq!(cli.ports, PortsMode::Server);
     assert_eq!(cli.idle_timeout, Duration::from_secs(300));
     assert_eq!(cli.sockets_max, 262_144);
-    assert_eq!(cli.flow_filter(), FlowFilter::default());
+    // The cgroup id is in the key by default, for the src_* labels.
+    let expected = FlowFilter {
+        cgroups: true,
+        ..FlowFilter::default()
+    };
+    assert_eq!(cli.flow_filter(), expected);
+    assert!(cli.cgroup_attribution);
+    assert_eq!(cli.cgroup_root, std::path::Path::new("/sys/fs/cgroup"));
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::chunked::ChunkedText;
 use super::format::Format;
-use crate::flows::key::{decode_key, shown_port, Role};
+use crate::flows::key::shown_port;
 use crate::flows::FlowTable;
 use crate::source::Overflow;
 
@@ -50,22 +50,22 @@ pub fn write(out: &mut ChunkedText, table: &FlowTable, overflow: Overflow, forma
     let mut spans = Vec::with_capacity(table.len() + 1);
     out.keep_chunks();
     header(out, &SENT, format);
-    for (key, totals) in table.entries() {
-        let Some((local, remote)) = decode_key(&key) else {
-            continue; // never stored: FlowTable drops undecodable keys
-        };
+    for series in table.series() {
+        let labels = &series.labels;
         start_sample(out, &SENT);
         let start = out.mark();
         write_labels(
             out,
-            local.ip(),
-            local.port(),
-            remote.ip(),
-            remote.port(),
-            Role::from_kernel(key.role).as_str(),
+            labels.local.ip(),
+            labels.local.port(),
+            labels.remote.ip(),
+            labels.remote.port(),
+            labels.role.as_str(),
         );
-        spans.push((out.span_from(start), totals.received));
-        end_sample(out, totals.sent);
+        // Written once per identity, when it was first seen.
+        out.push_str(labels.identity.text());
+        spans.push((out.span_from(start), series.received));
+        end_sample(out, series.sent);
     }
     start_sample(out, &SENT);
     let start = out.mark();
@@ -94,7 +94,7 @@ macro_rules! overflow_marker {
 }
 pub const OVERFLOW_MARKER: &str = overflow_marker!();
 
-/// The overflow flow's labels.
+/// The overflow flow's labels; its identity labels are empty.
 pub const OVERFLOW_LABELS: &str = concat!(
     r#"src_ip=""#,
     overflow_marker!(),
@@ -102,7 +102,8 @@ pub const OVERFLOW_LABELS: &str = concat!(
     overflow_marker!(),
     r#"",dst_port="",role=""#,
     overflow_marker!(),
-    r#"""#
+    r#"""#,
+    r#",src_namespace="",src_pod="",src_workload="",dst_kind="",dst_namespace="",dst_name="",dst_workload="",path="""#
 );
 
 fn header(out: &mut ChunkedText, family: &Family, format: Format) {

@@ -1,6 +1,9 @@
 //! Flows as the exporter shows them, decoded from the kernel's keys.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use crate::identity::labels::Identity;
 
 use crate::kernel::skel::{FlowKey, FlowRole};
 
@@ -8,7 +11,7 @@ const AF_INET: u16 = libc::AF_INET as u16;
 const AF_INET6: u16 = libc::AF_INET6 as u16;
 
 /// Which end of the connection the local socket is.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     /// The local socket connected.
     Client,
@@ -52,6 +55,8 @@ pub struct Flow {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub role: Role,
+    /// Who each end is, and the path between them.
+    pub identity: Arc<Identity>,
     /// Payload bytes the local application sent to the peer.
     pub sent: u64,
     /// Payload bytes the local application received from the peer.
@@ -194,6 +199,7 @@ mod tests {
             local,
             remote,
             role: Role::Server,
+            identity: crate::identity::Anonymous::identity(),
             sent: 10,
             received: 1 << 40,
             last_seen_ns: 99,

@@ -21,7 +21,14 @@ pub struct FlowReader {
     bpf_stats_held: bool,
     /// Failed reads since start, by scrapes or by maintenance.
     errors: u64,
+    /// Maintenance runs since start.
+    maintained: u64,
 }
+
+/// Identity facts no series needs are forgotten every this many maintenance
+/// runs (a minute): often enough to bound memory under pod churn, rarely
+/// enough to cost nothing.
+const PRUNE_EVERY: u64 = 60;
 
 impl FlowReader {
     pub fn new(
@@ -36,6 +43,7 @@ impl FlowReader {
             programs,
             bpf_stats_held,
             errors: 0,
+            maintained: 0,
         }
     }
 
@@ -43,6 +51,7 @@ impl FlowReader {
     /// reports but the flows themselves, which stay in [`Self::table`].
     pub fn refresh(&mut self) -> io::Result<Snapshot> {
         let started = Instant::now();
+        self.table.refresh_identity();
         let source = self
             .source
             .read(&mut self.table)
@@ -80,6 +89,11 @@ impl FlowReader {
 
     /// The slower work between scrapes, and idle expiry.
     pub fn maintain(&mut self) -> io::Result<()> {
+        self.table.refresh_identity();
+        self.maintained += 1;
+        if self.maintained.is_multiple_of(PRUNE_EVERY) {
+            self.table.prune_identity();
+        }
         self.source
             .maintain(&mut self.table)
             .inspect_err(|_| self.errors += 1)?;

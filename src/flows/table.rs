@@ -1,4 +1,12 @@
-//! The exporter's running totals per flow.
+//! The exporter's running totals per series.
+//!
+//! A series is a flow's labels: its addresses, role and identity (who each
+//! end is, and the path). Kernel keys map to series: two keys whose labels
+//! agree (two containers of one pod, say) add into one series, and a key
+//! whose identity changes (a pod's IP given to another pod) moves to a new
+//! series, so no byte is ever reported under two label sets and a series'
+//! labels never change. The identity is bound when a key is first seen and
+//! looked at again when its facts change ([`Identify::refresh`]).
 //!
 //! Sources hand over per-flow byte counts ([`FlowSink`]); they are added
 //! here, so a counter only ever grows while its series exists, however
@@ -17,26 +25,17 @@
 //! added exactly once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use self::series::{Series, SeriesId, SeriesLabels, SeriesSet};
 use super::key::{decode_key, Flow, Role};
+use crate::identity::labels::Identity;
+use crate::identity::resolver::{FlowEnds, Identify};
+use crate::identity::Anonymous;
 use crate::kernel::skel::{from_bytes, FlowBytes, FlowKey, FlowKeyBytes};
 use crate::source::{FlowSink, Overflow};
 
-/// A flow's running totals. The key stays in the kernel's packed form (40
-/// bytes) and is decoded only when a scrape writes it out: 80 bytes of data
-/// per flow, plus the hash table's own.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub sent: u64,
-    pub received: u64,
-    /// CLOCK_MONOTONIC nanoseconds of the latest counted send or receive.
-    pub last_seen_ns: u64,
-    /// Bytes of the flow's kernel entry that scrapes credited, already in
-    /// `sent` and `received`, until a drain settles that entry. It is in
-    /// the table the probes write or, while a drain that failed partway is
-    /// unfinished, in the one they left.
-    taken: Taken,
-}
+pub mod series;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Taken {
@@ -61,31 +60,68 @@ impl Taken {
     }
 }
 
-/// foldhash: several times faster than std's SipHash on 40-byte keys, and
+/// A kernel key's binding to its series.
+#[derive(Clone, Copy, Debug)]
+struct Bound {
+    series: SeriesId,
+    /// The identity generation this binding was last checked against.
+    checked: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the key's latest growth.
+    last_seen_ns: u64,
+    /// Bytes of the key's kernel entry that scrapes credited, already in
+    /// its series, until a drain settles that entry. It is in the table the
+    /// probes write or, while a drain that failed partway is unfinished, in
+    /// the one they left.
+    taken: Taken,
+}
+
+/// foldhash: several times faster than std's SipHash on 48-byte keys, and
 /// still seeded per process, so remote peers cannot aim collisions at it.
 type Map<V> = HashMap<FlowKeyBytes, V, foldhash::fast::RandomState>;
 
 #[derive(Debug)]
 pub struct FlowTable {
-    flows: Map<Totals>,
+    keys: Map<Bound>,
+    series: SeriesSet,
     /// New flows a scrape found the table full for: what it took from each
     /// into the overflow flow, until the drain settles them.
     overflowed: Map<Taken>,
+    identify: Box<dyn Identify>,
+    generation: u64,
     limit: usize,
     idle_timeout_ns: u64,
     /// Bytes of flows that found the table at its limit.
     pub overflow: Overflow,
-    /// Flows dropped for idleness since start.
+    /// Series dropped for idleness since start.
     pub expired: u64,
     /// Kernel entries with an unknown address family (a bug if not 0).
     pub undecodable: u64,
 }
 
+/// What a key's growth is added to.
+enum Target {
+    Series(SeriesId),
+    Overflow,
+    Undecodable,
+}
+
 impl FlowTable {
+    /// A table whose flows carry no identity: for tests and benchmarks.
     pub fn new(limit: usize, idle_timeout_ns: u64) -> FlowTable {
+        FlowTable::with_identity(limit, idle_timeout_ns, Box::new(Anonymous))
+    }
+
+    pub fn with_identity(
+        limit: usize,
+        idle_timeout_ns: u64,
+        mut identify: Box<dyn Identify>,
+    ) -> FlowTable {
         FlowTable {
-            flows: Map::default(),
+            keys: Map::default(),
+            series: SeriesSet::default(),
             overflowed: Map::default(),
+            generation: identify.refresh(),
+            identify,
             limit,
             idle_timeout_ns,
             overflow: Overflow::default(),
@@ -94,59 +130,149 @@ impl FlowTable {
         }
     }
 
+    /// Series exported now.
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.series.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.series.len() == 0
     }
 
-    /// Puts a flow the table does not have yet in it, or, at the limit, its
-    /// bytes in the overflow flow; false if it overflowed.
-    fn insert(&mut self, key: &FlowKeyBytes, totals: Totals) -> bool {
-        if self.flows.len() < self.limit {
-            self.flows.insert(*key, totals);
-            return true;
+    /// Takes in the newest identity facts; call before each read.
+    pub fn refresh_identity(&mut self) {
+        self.generation = self.identify.refresh();
+    }
+
+    /// Forgets identity facts no series needs; about once a minute.
+    pub fn prune_identity(&mut self) {
+        self.identify.prune();
+    }
+
+    /// The series a key's growth goes to now. A known key whose identity
+    /// changed moves to a new series; a new key gets one, or the overflow
+    /// flow at the limit.
+    fn target(&mut self, key: &FlowKeyBytes) -> Target {
+        let Some(bound) = self.keys.get(key).copied() else {
+            return self.bind_new(key);
+        };
+        if bound.checked == self.generation {
+            return Target::Series(bound.series);
         }
-        self.overflow.add(totals.sent, totals.received);
-        false
+        let mut labels = self.series.get(bound.series).labels.clone();
+        let identity = self.identity_of(&labels, from_bytes::<FlowKey>(key).cgroup);
+        if Arc::ptr_eq(&identity, &labels.identity) {
+            self.keys.get_mut(key).expect("bound").checked = self.generation;
+            return Target::Series(bound.series);
+        }
+        labels.identity = identity;
+        match self.series.find_or_add(labels, self.limit) {
+            Some(series) => {
+                let bound = self.keys.get_mut(key).expect("bound");
+                bound.series = series;
+                bound.checked = self.generation;
+                Target::Series(series)
+            }
+            None => {
+                // No room for the new identity: what the key took stays
+                // with its old series, and its growth from now on is a new
+                // flow that overflows.
+                self.keys.remove(key);
+                if bound.taken != Taken::default() {
+                    self.overflowed.insert(*key, bound.taken);
+                }
+                Target::Overflow
+            }
+        }
     }
 
-    /// Drops every flow without traffic for longer than the idle timeout
-    /// before `now_ns` (CLOCK_MONOTONIC). A flow a scrape took bytes from
-    /// stays until the drain settles it, whatever the timeout: dropped
-    /// earlier, the drain would count those bytes again in a new series.
+    fn bind_new(&mut self, key: &FlowKeyBytes) -> Target {
+        let kernel = from_bytes::<FlowKey>(key);
+        let Some((local, remote)) = decode_key(&kernel) else {
+            return Target::Undecodable;
+        };
+        let mut labels = SeriesLabels {
+            local,
+            remote,
+            role: Role::from_kernel(kernel.role),
+            identity: Anonymous::identity(),
+        };
+        labels.identity = self.identity_of(&labels, kernel.cgroup);
+        match self.series.find_or_add(labels, self.limit) {
+            Some(series) => {
+                let bound = Bound {
+                    series,
+                    checked: self.generation,
+                    last_seen_ns: 0,
+                    taken: Taken::default(),
+                };
+                self.keys.insert(*key, bound);
+                Target::Series(series)
+            }
+            None => Target::Overflow,
+        }
+    }
+
+    fn identity_of(&mut self, labels: &SeriesLabels, cgroup: u64) -> Arc<Identity> {
+        self.identify.identify(&FlowEnds {
+            local: labels.local,
+            remote: labels.remote,
+            role: labels.role,
+            cgroup,
+        })
+    }
+
+    fn grow(&mut self, key: &FlowKeyBytes, series: SeriesId, sent: u64, received: u64, seen: u64) {
+        self.series.get_mut(series).grow(sent, received, seen);
+        if let Some(bound) = self.keys.get_mut(key) {
+            bound.last_seen_ns = bound.last_seen_ns.max(seen);
+        }
+    }
+
+    /// Drops every series without traffic for longer than the idle timeout
+    /// before `now_ns` (CLOCK_MONOTONIC), and the keys bound to it. A key a
+    /// scrape took bytes from stays, with its series, until the drain
+    /// settles it, whatever the timeout: dropped earlier, the drain would
+    /// count those bytes again in a new series.
     pub fn expire(&mut self, now_ns: u64) {
         let timeout = self.idle_timeout_ns;
-        let before = self.flows.len();
-        self.flows.retain(|_, totals| {
-            now_ns.saturating_sub(totals.last_seen_ns) <= timeout
-                || totals.taken != Taken::default()
+        let idle = |seen: u64| now_ns.saturating_sub(seen) > timeout;
+        let mut pinned = vec![false; self.series_slots()];
+        self.keys.retain(|_, bound| {
+            let unsettled = bound.taken != Taken::default();
+            if unsettled {
+                pinned[bound.series as usize] = true;
+            }
+            unsettled || !idle(bound.last_seen_ns)
         });
-        self.expired += (before - self.flows.len()) as u64;
+        for bound in self.keys.values() {
+            pinned[bound.series as usize] = true;
+        }
+        self.expired += self
+            .series
+            .remove_where(|id, series| !pinned[id as usize] && idle(series.last_seen_ns));
     }
 
-    /// Every flow's key and totals, in the table's order.
-    pub fn entries(&self) -> impl Iterator<Item = (FlowKey, &Totals)> {
-        self.flows
-            .iter()
-            .map(|(key, totals)| (from_bytes::<FlowKey>(key), totals))
+    fn series_slots(&self) -> usize {
+        self.series.slots()
     }
 
-    /// Every flow, decoded: for the pages, which show few of them.
+    /// Every series, in the table's order.
+    pub fn series(&self) -> impl Iterator<Item = &Series> {
+        self.series.iter()
+    }
+
+    /// Every series as a flow: for the pages, which show few of them.
     pub fn flows(&self) -> Vec<Flow> {
-        self.entries()
-            .filter_map(|(key, t)| {
-                let (local, remote) = decode_key(&key)?;
-                Some(Flow {
-                    local,
-                    remote,
-                    role: Role::from_kernel(key.role),
-                    sent: t.sent,
-                    received: t.received,
-                    last_seen_ns: t.last_seen_ns,
-                })
+        self.series()
+            .map(|s| Flow {
+                local: s.labels.local,
+                remote: s.labels.remote,
+                role: s.labels.role,
+                identity: s.labels.identity.clone(),
+                sent: s.sent,
+                received: s.received,
+                last_seen_ns: s.last_seen_ns,
             })
             .collect()
     }
@@ -154,18 +280,20 @@ impl FlowTable {
 
 impl FlowSink for FlowTable {
     fn add(&mut self, key: &FlowKeyBytes, sent: u64, received: u64, seen_ns: u64) {
-        if let Some(totals) = self.flows.get_mut(key) {
-            totals.grow(sent, received, seen_ns);
-        } else if !decodable(key) {
-            self.undecodable += 1;
-        } else {
-            let totals = Totals {
-                sent,
-                received,
-                last_seen_ns: seen_ns,
-                taken: Taken::default(),
-            };
-            self.insert(key, totals);
+        // The common case in one hash lookup: a known key, identity checked.
+        if let Some(bound) = self.keys.get_mut(key) {
+            if bound.checked == self.generation {
+                bound.last_seen_ns = bound.last_seen_ns.max(seen_ns);
+                self.series
+                    .get_mut(bound.series)
+                    .grow(sent, received, seen_ns);
+                return;
+            }
+        }
+        match self.target(key) {
+            Target::Series(series) => self.grow(key, series, sent, received, seen_ns),
+            Target::Overflow => self.overflow.add(sent, received),
+            Target::Undecodable => self.undecodable += 1,
         }
     }
 
@@ -173,40 +301,53 @@ impl FlowSink for FlowTable {
     /// in a drain, and stays there until the drain.
     fn credit(&mut self, key: &FlowKeyBytes, counted: &FlowBytes) {
         let taken = Taken::of(counted);
-        if let Some(totals) = self.flows.get_mut(key) {
-            let (sent, received) = totals.taken.rest_of(counted);
-            totals.grow(sent, received, counted.last_seen_ns);
-            totals.taken = taken;
-        } else if let Some(before) = self.overflowed.get_mut(key) {
+        let seen = counted.last_seen_ns;
+        if let Some(bound) = self.keys.get_mut(key) {
+            if bound.checked == self.generation {
+                let (sent, received) = bound.taken.rest_of(counted);
+                bound.taken = taken;
+                bound.last_seen_ns = bound.last_seen_ns.max(seen);
+                self.series.get_mut(bound.series).grow(sent, received, seen);
+                return;
+            }
+        }
+        if let Some(before) = self.overflowed.get_mut(key) {
             let (sent, received) = before.rest_of(counted);
             self.overflow.add(sent, received);
             *before = taken;
-        } else if !decodable(key) {
-            // Left to the drain, which counts it once.
-        } else {
-            let totals = Totals {
-                sent: counted.sent,
-                received: counted.received,
-                last_seen_ns: counted.last_seen_ns,
-                taken,
-            };
-            if !self.insert(key, totals) {
+            return;
+        }
+        let before = self.keys.get(key).map_or(Taken::default(), |b| b.taken);
+        let (sent, received) = before.rest_of(counted);
+        match self.target(key) {
+            Target::Series(series) => {
+                self.grow(key, series, sent, received, seen);
+                self.keys.get_mut(key).expect("bound").taken = taken;
+            }
+            Target::Overflow => {
+                self.overflow.add(sent, received);
                 self.overflowed.insert(*key, taken);
             }
+            // Left to the drain, which counts it once.
+            Target::Undecodable => {}
         }
     }
 
     fn settle(&mut self, key: &FlowKeyBytes, counted: &FlowBytes) {
-        if let Some(totals) = self.flows.get_mut(key) {
-            // The entry only grew after a scrape read it.
-            let (sent, received) = totals.taken.rest_of(counted);
-            totals.grow(sent, received, counted.last_seen_ns);
-            totals.taken = Taken::default();
-        } else if let Some(taken) = self.overflowed.remove(key) {
+        if let Some(taken) = self.overflowed.remove(key) {
             let (sent, received) = taken.rest_of(counted);
             self.overflow.add(sent, received);
-        } else {
-            self.add(key, counted.sent, counted.received, counted.last_seen_ns);
+            return;
+        }
+        // The entry only grew after a scrape read it.
+        let before = self.keys.get(key).map_or(Taken::default(), |b| b.taken);
+        let (sent, received) = before.rest_of(counted);
+        self.add(key, sent, received, counted.last_seen_ns);
+        match self.keys.get_mut(key) {
+            Some(bound) => bound.taken = Taken::default(),
+            // Moved to the overflow flow just now, for want of room for its
+            // new identity: that entry is settled too.
+            None => _ = self.overflowed.remove(key),
         }
     }
 
@@ -215,18 +356,6 @@ impl FlowSink for FlowTable {
         // and is settled; let go of their memory.
         self.overflowed = Map::default();
     }
-}
-
-impl Totals {
-    fn grow(&mut self, sent: u64, received: u64, seen_ns: u64) {
-        self.sent = self.sent.wrapping_add(sent);
-        self.received = self.received.wrapping_add(received);
-        self.last_seen_ns = self.last_seen_ns.max(seen_ns);
-    }
-}
-
-fn decodable(key: &FlowKeyBytes) -> bool {
-    decode_key(&from_bytes(key)).is_some()
 }
 
 #[cfg(test)]

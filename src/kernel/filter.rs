@@ -89,6 +89,8 @@ pub struct FlowFilter {
     pub cidr_exclude: Vec<IpNet>,
     pub port_include: Vec<PortRange>,
     pub port_exclude: Vec<PortRange>,
+    /// --cgroup.attribution: the socket's cgroup id is part of the key.
+    pub cgroups: bool,
 }
 
 impl FlowFilter {
@@ -101,6 +103,7 @@ impl FlowFilter {
             cidr_exclude_on: u8::from(!self.cidr_exclude.is_empty()),
             port_include_on: u8::from(!self.port_include.is_empty()),
             port_exclude_on: u8::from(!self.port_exclude.is_empty()),
+            key_cgroup: u8::from(self.cgroups),
             port_include: port_bitmap(&self.port_include),
             port_exclude: port_bitmap(&self.port_exclude),
             ..FilterSettings::default()

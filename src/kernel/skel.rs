@@ -132,13 +132,14 @@ mod tests {
 
     #[test]
     fn shared_structs_have_the_c_layout() {
-        // flow.h: 16 + 16 address bytes, three u16 and two u8; three u64
-        // counters; a u32 prefix length and 16 address bytes.
-        assert_eq!(size_of::<FlowKey>(), 40);
+        // flow.h: 16 + 16 address bytes, three u16, two u8 and the u64
+        // cgroup id; three u64 counters; a u32 prefix length and 16 address
+        // bytes.
+        assert_eq!(size_of::<FlowKey>(), 48);
         assert_eq!(size_of::<FlowBytes>(), 24);
         assert_eq!(size_of::<CidrKey>(), 20);
-        assert_eq!(size_of::<ConnectionTotals>(), 72);
-        assert_eq!(size_of::<SocketState>(), 120);
+        assert_eq!(size_of::<ConnectionTotals>(), 80);
+        assert_eq!(size_of::<SocketState>(), 128);
         assert_eq!(size_of::<FlowRole>(), 1);
         assert_eq!(size_of::<SocketFlag>(), 1);
     }

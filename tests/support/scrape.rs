@@ -128,12 +128,24 @@ pub fn dechunk(mut raw: &[u8]) -> std::io::Result<Vec<u8>> {
 #[derive(Debug)]
 pub struct Scrape {
     pub text: String,
+    /// Flow series by their flow labels alone (src_ip … role), summed over
+    /// identities, and every other sample as it is.
     samples: HashMap<(String, String), u64>,
+    /// Flow series with every label, identity included.
+    full: HashMap<(String, String), u64>,
+}
+
+/// Where a flow series' identity labels begin.
+const IDENTITY_START: &str = ",src_namespace=";
+
+/// A flow series' labels without its identity labels.
+pub fn flow_part(labels: &str) -> &str {
+    labels.find(IDENTITY_START).map_or(labels, |at| &labels[..at])
 }
 
 impl Scrape {
     pub fn parse(text: &str) -> Scrape {
-        let mut samples = HashMap::new();
+        let (mut samples, mut full) = (HashMap::new(), HashMap::new());
         for line in text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -144,12 +156,20 @@ impl Scrape {
                 None => (series, ""),
             };
             if let Ok(v) = value.parse::<u64>() {
-                samples.insert((name.to_owned(), labels.to_owned()), v);
+                if labels.contains(IDENTITY_START) {
+                    full.insert((name.to_owned(), labels.to_owned()), v);
+                    *samples
+                        .entry((name.to_owned(), flow_part(labels).to_owned()))
+                        .or_default() += v;
+                } else {
+                    samples.insert((name.to_owned(), labels.to_owned()), v);
+                }
             }
         }
         Scrape {
             text: text.to_owned(),
             samples,
+            full,
         }
     }
 
@@ -168,9 +188,28 @@ impl Scrape {
         ))
     }
 
+    /// Every flow series of `name` with all its labels, identity included.
+    pub fn identity_series(&self, name: &str) -> Vec<(String, u64)> {
+        let mut all: Vec<_> = self
+            .full
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|((_, labels), v)| (labels.clone(), *v))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// A flow series' sample by all its labels, identity included.
+    pub fn full_sample(&self, name: &str, labels: &str) -> Option<u64> {
+        self.full
+            .get(&(name.to_owned(), labels.to_owned()))
+            .copied()
+    }
+
     /// Sent and received bytes of the overflow flow.
     pub fn overflow_flow(&self) -> (u64, u64) {
-        let labels = OVERFLOW_LABELS;
+        let labels = flow_part(OVERFLOW_LABELS);
         (
             self.sample("tcp_flow_sent_bytes_total", labels).unwrap(),
             self.sample("tcp_flow_received_bytes_total", labels)
@@ -188,7 +227,7 @@ impl Scrape {
             .samples
             .iter()
             .filter(|((name, labels), _)| {
-                name == "tcp_flow_sent_bytes_total" && labels != OVERFLOW_LABELS
+                name == "tcp_flow_sent_bytes_total" && labels != flow_part(OVERFLOW_LABELS)
             })
             .map(|((_, labels), sent)| {
                 let received = self

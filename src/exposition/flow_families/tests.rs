@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::exposition::chunked::tests::written;
-use crate::flows::Flow;
+use crate::flows::{Flow, Role};
+use crate::identity::labels::LABEL_NAMES;
 use crate::test_support::{key, table_of};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -51,18 +52,35 @@ fn reference(flows: &[Flow], overflow: Overflow, format: Format) -> String {
     impl EncodeLabelSet for Labels<'_> {
         fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
             let m = OVERFLOW_MARKER;
-            let values = match self {
-                Labels::Flow(f) => [
-                    f.local.ip().to_string(),
-                    label(f.local.port()),
-                    f.remote.ip().to_string(),
-                    label(f.remote.port()),
-                    f.role.as_str().to_owned(),
-                ],
-                Labels::Overflow => [m.into(), "".into(), m.into(), "".into(), m.into()],
+            let values: Vec<String> = match self {
+                Labels::Flow(f) => {
+                    let (local, peer) = (&f.identity.local, &f.identity.peer);
+                    [
+                        f.local.ip().to_string(),
+                        label(f.local.port()),
+                        f.remote.ip().to_string(),
+                        label(f.remote.port()),
+                        f.role.as_str().to_owned(),
+                        local.namespace.to_string(),
+                        local.pod.to_string(),
+                        local.workload.to_string(),
+                        peer.kind.as_str().to_owned(),
+                        peer.namespace.to_string(),
+                        peer.name.to_string(),
+                        peer.workload.to_string(),
+                        f.identity.path.as_str().to_owned(),
+                    ]
+                    .into()
+                }
+                Labels::Overflow => [m, "", m, "", m]
+                    .into_iter()
+                    .chain([""; 8])
+                    .map(String::from)
+                    .collect(),
             };
             let keys = ["src_ip", "src_port", "dst_ip", "dst_port", "role"];
-            for (key, value) in keys.iter().zip(values) {
+            assert_eq!(values.len(), keys.len() + LABEL_NAMES.len());
+            for (key, value) in keys.iter().chain(&LABEL_NAMES).zip(values) {
                 let mut label = encoder.encode_label();
                 let mut k = label.encode_label_key()?;
                 key.encode(&mut k)?;
@@ -144,14 +162,17 @@ fn output_matches_prometheus_client_in_both_formats() {
         );
     }
     let text = text_in(Format::Text);
+    let id = r#",src_namespace="",src_pod="",src_workload="",dst_kind="private",dst_namespace="",dst_name="",dst_workload="",path="unknown""#;
+    let none = r#",src_namespace="",src_pod="",src_workload="",dst_kind="",dst_namespace="",dst_name="",dst_workload="",path="""#;
     for line in [
-        r#"tcp_flow_sent_bytes_total{src_ip="10.0.0.1",src_port="",dst_ip="192.168.255.254",dst_port="443",role="client"} 1"#,
-        r#"tcp_flow_received_bytes_total{src_ip="127.0.0.1",src_port="8080",dst_ip="127.0.0.1",dst_port="",role="server"} 18446744073709551615"#,
-        r#"tcp_flow_sent_bytes_total{src_ip="1.2.3.4",src_port="40000",dst_ip="5.6.7.8",dst_port="22",role="unknown"} 12345"#,
-        r#"tcp_flow_sent_bytes_total{src_ip="2001:db8::1",src_port="",dst_ip="::1",dst_port="5432",role="client"} 99"#,
-        r#"tcp_flow_sent_bytes_total{src_ip="10.1.2.3",src_port="80",dst_ip="fe80::1:2",dst_port="",role="server"} 7"#,
-        r#"tcp_flow_received_bytes_total{src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow"} 6"#,
+        r#"tcp_flow_sent_bytes_total{src_ip="10.0.0.1",src_port="",dst_ip="192.168.255.254",dst_port="443",role="client"ID} 1"#,
+        r#"tcp_flow_received_bytes_total{src_ip="127.0.0.1",src_port="8080",dst_ip="127.0.0.1",dst_port="",role="server"ID} 18446744073709551615"#,
+        r#"tcp_flow_sent_bytes_total{src_ip="1.2.3.4",src_port="40000",dst_ip="5.6.7.8",dst_port="22",role="unknown"ID} 12345"#,
+        r#"tcp_flow_sent_bytes_total{src_ip="2001:db8::1",src_port="",dst_ip="::1",dst_port="5432",role="client"ID} 99"#,
+        r#"tcp_flow_sent_bytes_total{src_ip="10.1.2.3",src_port="80",dst_ip="fe80::1:2",dst_port="",role="server"ID} 7"#,
+        r#"tcp_flow_received_bytes_total{src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow"NONE} 6"#,
     ] {
+        let line = line.replace("ID", id).replace("NONE", none);
         assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
     }
 }

@@ -135,3 +135,140 @@ fn a_drain_settled_over_two_tries_adds_each_byte_once() {
     assert_eq!(totals(&table), vec![(1, 12, 0)]);
     assert_eq!(table.overflow.sent, 25);
 }
+
+/// Identity by the key's cgroup, from a script the test changes between
+/// generations: cgroup → workload name.
+#[derive(Debug, Default)]
+struct Scripted {
+    workloads: std::collections::HashMap<u64, &'static str>,
+    generation: u64,
+    interner: crate::identity::labels::Interner,
+}
+
+/// The script, shared with the table that owns the identity.
+#[derive(Clone, Debug, Default)]
+struct Script(std::sync::Arc<std::sync::Mutex<Scripted>>);
+
+impl Script {
+    fn set(&self, cgroup: u64, workload: &'static str) {
+        let mut scripted = self.0.lock().unwrap();
+        scripted.workloads.insert(cgroup, workload);
+        scripted.generation += 1;
+    }
+}
+
+impl crate::identity::resolver::Identify for Script {
+    fn refresh(&mut self) -> u64 {
+        self.0.lock().unwrap().generation
+    }
+
+    fn identify(&mut self, flow: &crate::identity::resolver::FlowEnds) -> Arc<Identity> {
+        use crate::identity::labels::{Local, Path, Peer};
+        let mut scripted = self.0.lock().unwrap();
+        let workload = scripted.workloads.get(&flow.cgroup).copied().unwrap_or("");
+        let local = Local {
+            workload: workload.into(),
+            ..Local::default()
+        };
+        let peer = Peer::of_kind(crate::identity::PeerKind::Loopback);
+        scripted
+            .interner
+            .intern(Identity::new(local, peer, Path::Loopback))
+    }
+
+    fn prune(&mut self) {}
+}
+
+fn scripted_table(limit: usize, timeout: u64) -> (FlowTable, Script) {
+    let script = Script::default();
+    let table = FlowTable::with_identity(limit, timeout, Box::new(script.clone()));
+    (table, script)
+}
+
+/// Every series as (workload, sent, received), sorted.
+fn by_workload(table: &FlowTable) -> Vec<(String, u64, u64)> {
+    let mut all: Vec<_> = table
+        .series()
+        .map(|s| {
+            (
+                s.labels.identity.local.workload.to_string(),
+                s.sent,
+                s.received,
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn keys_with_equal_labels_add_into_one_series() {
+    use crate::test_support::key_in_cgroup;
+    let (mut table, script) = scripted_table(10, u64::MAX);
+    // Two containers of one pod: two cgroups, one workload.
+    script.set(7, "web");
+    script.set(8, "web");
+    table.refresh_identity();
+    table.add(&key_in_cgroup(1, 7), 10, 1, 5);
+    table.add(&key_in_cgroup(1, 8), 20, 2, 5);
+    assert_eq!(by_workload(&table), vec![("web".into(), 30, 3)]);
+    // A third cgroup on the same addresses is another workload: its own series.
+    script.set(9, "batch");
+    table.refresh_identity();
+    table.add(&key_in_cgroup(1, 9), 4, 0, 6);
+    assert_eq!(
+        by_workload(&table),
+        vec![("batch".into(), 4, 0), ("web".into(), 30, 3)]
+    );
+}
+
+#[test]
+fn a_new_identity_starts_a_new_series_and_no_byte_is_counted_twice() {
+    use crate::test_support::key_in_cgroup;
+    let (mut table, script) = scripted_table(10, 100);
+    let key = key_in_cgroup(1, 7);
+    script.set(7, "old");
+    table.refresh_identity();
+    credit_key(&mut table, &key, 10, 1, 1_000);
+    // The facts change between two reads of the same kernel entry: what the
+    // entry grew by since goes to the new identity only.
+    script.set(7, "new");
+    table.refresh_identity();
+    credit_key(&mut table, &key, 15, 1, 1_050);
+    assert_eq!(
+        by_workload(&table),
+        vec![("new".into(), 5, 0), ("old".into(), 10, 1)]
+    );
+    // The drain settles the rest into the new series.
+    table.settle(&key, &counted(18, 2, 1_060));
+    table.table_drained();
+    assert_eq!(
+        by_workload(&table),
+        vec![("new".into(), 8, 1), ("old".into(), 10, 1)]
+    );
+    // The old series no longer grows: it expires, and the new one stays.
+    table.expire(1_120);
+    assert_eq!(by_workload(&table), vec![("new".into(), 8, 1)]);
+    assert_eq!(table.expired, 1);
+}
+
+#[test]
+fn a_new_identity_without_room_overflows_and_the_old_series_keeps_its_bytes() {
+    use crate::test_support::key_in_cgroup;
+    let (mut table, script) = scripted_table(1, u64::MAX);
+    let key = key_in_cgroup(1, 7);
+    script.set(7, "old");
+    table.refresh_identity();
+    credit_key(&mut table, &key, 10, 0, 5);
+    script.set(7, "new");
+    table.refresh_identity();
+    credit_key(&mut table, &key, 14, 0, 6);
+    table.settle(&key, &counted(20, 0, 7));
+    table.table_drained();
+    assert_eq!(by_workload(&table), vec![("old".into(), 10, 0)]);
+    assert_eq!(table.overflow.sent, 10, "4 at the scrape, 6 at the drain");
+}
+
+fn credit_key(table: &mut FlowTable, key: &FlowKeyBytes, sent: u64, received: u64, at: u64) {
+    table.credit(key, &counted(sent, received, at));
+}

@@ -1,0 +1,1 @@
+//! Resolver tests (being written).
