@@ -249,3 +249,60 @@ fn a_missing_root_names_the_path() {
         "cannot open the cgroup root /nonexistent/cgroup: No such file or directory (os error 2)"
     );
 }
+
+/// Drops CAP_DAC_READ_SEARCH from the calling thread's effective set only
+/// (capabilities are per thread), as in an exporter run without it.
+fn drop_dac_read_search_on_this_thread() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Copy, Clone, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_DAC_READ_SEARCH: u32 = 2; // include/uapi/linux/capability.h
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: version 3 takes a header and two data structs, both valid here.
+    let got = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    assert_eq!(got, 0, "capget: {}", std::io::Error::last_os_error());
+    data[0].effective &= !(1 << CAP_DAC_READ_SEARCH);
+    // SAFETY: as above; pid 0 is the calling thread.
+    let set = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    assert_eq!(set, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+#[ignore = "needs root to create cgroups: scripts/test.sh runs it"]
+fn without_cap_dac_read_search_handles_give_way_to_the_walk_as_root() {
+    let mut tree = TestTree::new();
+    let nginx = format!(
+        "tfe-test-{}-nocap/system.slice/nginx.service",
+        std::process::id()
+    );
+    let id = tree.make(&nginx);
+    let settings = tree.settings(Path::new("/nonexistent"));
+    let (method, resolved) = std::thread::spawn(move || {
+        drop_dac_read_search_on_this_thread();
+        let mut cgroups = Cgroups::new(settings).expect("open the cgroup2 mount");
+        let method = cgroups.stats().method;
+        (method, cgroups.resolve(id))
+    })
+    .join()
+    .expect("the thread without CAP_DAC_READ_SEARCH");
+    assert_eq!(
+        method,
+        LookupMethod::Walk,
+        "open_by_handle_at must be refused (EPERM)"
+    );
+    assert_eq!(*resolved, workload(None, None, "nginx.service"));
+}
