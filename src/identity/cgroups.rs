@@ -3,9 +3,9 @@
 //!
 //! The id is taken in the kernel, not guessed from the local IP, so it
 //! tells apart hostNetwork pods and several services on one host. User
-//! space turns it into a path below the cgroup2 mount ([`lookup`]), reads
-//! the path's names ([`classify`]: a pod's uid, a container, a systemd
-//! unit) and, for Docker and Podman, the container's name ([`names`]).
+//! space turns it into a path below the cgroup2 mount (`lookup`), reads
+//! the path's names ([`classify()`]: a pod's uid, a container, a systemd
+//! unit) and, for Docker and Podman, the container's name (`names`).
 //! Answers are cached per id: a scrape meets each new flow's id once, and
 //! a cached id costs one hash lookup.
 
@@ -100,6 +100,11 @@ pub struct CgroupStats {
     pub method: LookupMethod,
 }
 
+/// foldhash: ids are the kernel's, not an attacker's choice, and a scrape
+/// looks up one per new flow.
+type IdMap<V> = HashMap<u64, V, foldhash::fast::RandomState>;
+type IdSet = HashSet<u64, foldhash::fast::RandomState>;
+
 struct Entry {
     path: PathBuf,
     workload: Arc<LocalWorkload>,
@@ -109,9 +114,9 @@ struct Entry {
 pub struct Cgroups {
     settings: CgroupSettings,
     lookup: lookup::Lookup,
-    cache: HashMap<u64, Entry>,
+    cache: IdMap<Entry>,
     /// Ids whose cgroup was removed: the kernel never hands an id out twice.
-    gone: HashSet<u64>,
+    gone: IdSet,
     empty: Arc<LocalWorkload>,
     not_found: u64,
 }
@@ -123,8 +128,8 @@ impl Cgroups {
         Ok(Cgroups {
             lookup: lookup::Lookup::open(&settings.cgroup_root)?,
             settings,
-            cache: HashMap::new(),
-            gone: HashSet::new(),
+            cache: IdMap::default(),
+            gone: IdSet::default(),
             empty: Arc::new(LocalWorkload::default()),
             not_found: 0,
         })
@@ -134,9 +139,11 @@ impl Cgroups {
     /// off, or a socket the kernel could not attribute), the root cgroup,
     /// and ids whose cgroup is not found.
     pub fn resolve(&mut self, id: u64) -> Arc<LocalWorkload> {
-        match self.entry(id) {
-            Some(Ok(entry)) => entry.workload.clone(),
-            Some(Err(workload)) => workload,
+        if let Some(entry) = self.cache.get(&id) {
+            return entry.workload.clone();
+        }
+        match self.look_up_new(id) {
+            Some((_, workload)) => workload,
             None => self.empty.clone(),
         }
     }
@@ -144,10 +151,10 @@ impl Cgroups {
     /// The cgroup's path relative to the cgroup root, such as
     /// `system.slice/nginx.service`; empty for the root cgroup.
     pub fn path_of(&mut self, id: u64) -> Option<PathBuf> {
-        match self.entry(id)? {
-            Ok(entry) => Some(entry.path.clone()),
-            Err(_) => None,
+        if let Some(entry) = self.cache.get(&id) {
+            return Some(entry.path.clone());
         }
+        self.look_up_new(id).map(|(path, _)| path)
     }
 
     /// Forgets the ids whose cgroup no longer exists, and the ids known to
@@ -156,7 +163,7 @@ impl Cgroups {
         let lookup = &self.lookup;
         self.cache
             .retain(|&id, entry| lookup.still_exists(id, &entry.path));
-        self.gone = HashSet::new();
+        self.gone = IdSet::default();
         self.lookup.forget_walk();
     }
 
@@ -169,15 +176,11 @@ impl Cgroups {
         }
     }
 
-    /// The cached entry, or a fresh answer: `Ok` when the cgroup was
-    /// found (cached unless the cache is full: then the `Err` side carries
-    /// the uncached workload), `None` when it was not.
-    fn entry(&mut self, id: u64) -> Option<Result<&Entry, Arc<LocalWorkload>>> {
+    /// An id not in the cache: finds its cgroup and caches the answer
+    /// (unless the cache is full); `None` when no cgroup was found.
+    fn look_up_new(&mut self, id: u64) -> Option<(PathBuf, Arc<LocalWorkload>)> {
         if id == 0 {
             return None;
-        }
-        if self.cache.contains_key(&id) {
-            return self.cache.get(&id).map(Ok);
         }
         if self.gone.contains(&id) {
             self.not_found += 1;
@@ -198,10 +201,14 @@ impl Cgroups {
             }
         };
         let workload = self.workload_at(&path);
-        if self.cache.len() >= MAX_CACHED {
-            return Some(Err(workload));
+        if self.cache.len() < MAX_CACHED {
+            let entry = Entry {
+                path: path.clone(),
+                workload: workload.clone(),
+            };
+            self.cache.insert(id, entry);
         }
-        Some(Ok(self.cache.entry(id).or_insert(Entry { path, workload })))
+        Some((path, workload))
     }
 
     fn workload_at(&self, path: &Path) -> Arc<LocalWorkload> {

@@ -26,6 +26,10 @@ use super::CgroupError;
 /// kernfs's handle type (`include/linux/exportfs.h`).
 const FILEID_KERNFS: i32 = 0xfe;
 
+/// `include/uapi/linux/magic.h`; libc's constant has a different integer
+/// type on each target, like `f_type` itself.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
 /// A walk lists every directory of the tree, a few milliseconds on a busy
 /// node. A scrape meets many ids at once, and an id that is gone (a
 /// short-lived process's cgroup, removed before the scrape) is in no walk;
@@ -214,7 +218,7 @@ fn check_cgroup2(file: &fs::File, root: &Path) -> Result<(), CgroupError> {
     }
     #[allow(clippy::unnecessary_cast)] // f_type's width differs per libc
     let magic = stat.f_type as i64;
-    if magic == libc::CGROUP2_SUPER_MAGIC as i64 {
+    if magic == CGROUP2_SUPER_MAGIC {
         return Ok(());
     }
     Err(CgroupError::NotCgroup2 {
