@@ -14,6 +14,7 @@ use tcp_flow_exporter::cli::{Cli, ListenAddress};
 use tcp_flow_exporter::exposition::chunked::WarmBuffers;
 use tcp_flow_exporter::exposition::ExporterInfo;
 use tcp_flow_exporter::flows::{maintenance, FlowReader, FlowTable};
+use tcp_flow_exporter::identity::start::{self, IdentityConfig};
 use tcp_flow_exporter::kernel::{features, privileges, programs, Probe, ProbeConfig};
 use tcp_flow_exporter::source;
 use tcp_flow_exporter::web::{self, AppState};
@@ -70,6 +71,13 @@ fn run(cli: Cli) -> Result<()> {
     // Bind before loading BPF, so a taken port fails fast and attaches nothing.
     let listener = bind(&cli.listen_address)?;
 
+    // The identity facts before BPF: a bad --labels.file attaches nothing.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (resolver, identity_health) = runtime.block_on(start::start(&identity_config(&cli)))?;
+
     let config = ProbeConfig {
         flows_max: cli.flows_max,
         sockets_max: cli.sockets_max,
@@ -84,9 +92,10 @@ fn run(cli: Cli) -> Result<()> {
         .transpose()
         .context("cannot turn on BPF statistics (--bpf.stats needs Linux 5.8+)")?;
     let source = source::open(probe.maps()?).context("starting the flow source")?;
-    let table = FlowTable::new(
+    let table = FlowTable::with_identity(
         cli.flows_max as usize,
         cli.idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
+        Box::new(resolver),
     );
     let programs = probe.program_handles().context("keeping program handles")?;
     let reader = FlowReader::new(source, table, programs, bpf_stats.is_some());
@@ -97,15 +106,12 @@ fn run(cli: Cli) -> Result<()> {
             backend: probe.backend().name(),
             flows_max: cli.flows_max,
             sockets_max: cli.sockets_max,
+            identity: identity_health,
         },
         telemetry_path: cli.telemetry_path.clone(),
         buffers: WarmBuffers::default(),
     });
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         info!(address = %listener.local_addr()?, path = %cli.telemetry_path, "serving metrics");
@@ -137,6 +143,18 @@ fn return_big_buffers_to_the_kernel() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+fn identity_config(cli: &Cli) -> IdentityConfig {
+    IdentityConfig {
+        kubeconfig: cli.kubeconfig.clone(),
+        node_name: start::node_name(cli.node_name.clone()),
+        node_zone: cli.node_zone.clone(),
+        node_region: cli.node_region.clone(),
+        labels_file: cli.labels_file.clone(),
+        cgroup_attribution: cli.cgroup_attribution,
+        cgroup_root: cli.cgroup_root.clone(),
     }
 }
 

@@ -33,7 +33,8 @@ fn defaults_follow_exporter_conventions() {
     };
     assert_eq!(cli.flow_filter(), expected);
     assert!(cli.cgroup_attribution);
-    assert_eq!(cli.cgroup_root, std::path::Path::new("/sys/fs/cgroup"));
+    assert_eq!(cli.cgroup_root, None);
+    assert_eq!((cli.kubeconfig, cli.labels_file), (None, None));
 }
 
 #[test]

@@ -15,6 +15,7 @@
 pub mod chunked;
 pub mod flow_families;
 pub mod format;
+pub mod identity_metrics;
 pub mod self_metrics;
 
 use std::fmt;
@@ -61,7 +62,8 @@ struct SelfMetrics {
 
 impl prometheus_client::collector::Collector for SelfMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        self_metrics::encode(&mut encoder, &self.snapshot, &self.info)
+        self_metrics::encode(&mut encoder, &self.snapshot, &self.info)?;
+        identity_metrics::encode(&mut encoder, &self.snapshot, &self.info.identity)
     }
 }
 

@@ -11,6 +11,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
 use crate::flows::Snapshot;
+use crate::identity::start::IdentityHealth;
 use crate::kernel::programs::ProgramStats;
 
 type NoExemplar = Exemplar<NoLabelSet, u64>;
@@ -24,6 +25,8 @@ pub struct ExporterInfo {
     pub flows_max: u32,
     /// --sockets.max: capacity of the socket maps.
     pub sockets_max: u32,
+    /// The identity fact sources that run, for their health.
+    pub identity: IdentityHealth,
 }
 
 /// Everything about the exporter itself: build, maps, losses, scrapes.

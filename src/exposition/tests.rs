@@ -54,6 +54,7 @@ fn info() -> ExporterInfo {
         backend: "tracepoint",
         flows_max: 65536,
         sockets_max: 1024,
+        identity: Default::default(),
     }
 }
 

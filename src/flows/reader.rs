@@ -72,6 +72,7 @@ impl FlowReader {
             bpf_stats_enabled: self.bpf_stats_held || programs::sysctl_enabled(),
             read_duration,
             taken_at_ns: now,
+            unresolved: self.table.unresolved(),
         })
     }
 

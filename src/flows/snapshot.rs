@@ -34,6 +34,16 @@ pub struct Snapshot {
     pub read_duration: Duration,
     /// CLOCK_MONOTONIC when the read finished, to age `last_seen_ns`.
     pub taken_at_ns: u64,
+    /// Series whose ends identity could not name.
+    pub unresolved: Unresolved,
+}
+
+/// Series whose local end has no name (no pod, unit or container), and
+/// those whose peer is a private address nothing names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unresolved {
+    pub src: u64,
+    pub dst: u64,
 }
 
 impl Snapshot {

@@ -29,9 +29,10 @@ use std::sync::Arc;
 
 use self::series::{Series, SeriesId, SeriesLabels, SeriesSet};
 use super::key::{decode_key, Flow, Role};
+use super::snapshot::Unresolved;
 use crate::identity::labels::Identity;
 use crate::identity::resolver::{FlowEnds, Identify};
-use crate::identity::Anonymous;
+use crate::identity::{Anonymous, PeerKind};
 use crate::kernel::skel::{from_bytes, FlowBytes, FlowKey, FlowKeyBytes};
 use crate::source::{FlowSink, Overflow};
 
@@ -260,6 +261,18 @@ impl FlowTable {
     /// Every series, in the table's order.
     pub fn series(&self) -> impl Iterator<Item = &Series> {
         self.series.iter()
+    }
+
+    /// How many series have an end identity could not name.
+    pub fn unresolved(&self) -> Unresolved {
+        let mut unresolved = Unresolved::default();
+        for series in self.series.iter() {
+            let identity = &series.labels.identity;
+            let local = &identity.local;
+            unresolved.src += u64::from(local.pod.is_empty() && local.workload.is_empty());
+            unresolved.dst += u64::from(identity.peer.kind == PeerKind::Private);
+        }
+        unresolved
     }
 
     /// Every series as a flow: for the pages, which show few of them.

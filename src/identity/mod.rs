@@ -21,6 +21,7 @@ pub mod labels;
 pub mod networks;
 pub mod path;
 pub mod resolver;
+pub mod start;
 
 use self::labels::{Identity, Interner, Local, Path, Peer};
 use self::resolver::{FlowEnds, Identify};

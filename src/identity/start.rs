@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::cgroups::{CgroupSettings, Cgroups};
+use super::cgroups::{find_cgroup2_mount, CgroupSettings, Cgroups};
 use super::kubernetes::{self, KubeHealth, KubeIndex, KubeSettings};
 use super::networks::{self, LabelsFile, LabelsStats};
 use super::resolver::{Resolver, ThisNode};
@@ -25,7 +25,9 @@ pub struct IdentityConfig {
     pub node_zone: Option<String>,
     pub node_region: Option<String>,
     pub labels_file: Option<PathBuf>,
-    /// --cgroup.root, when --cgroup.attribution is on.
+    /// Whether sockets' cgroups are named (--cgroup.attribution).
+    pub cgroup_attribution: bool,
+    /// --cgroup.root; the first cgroup2 mount without it.
     pub cgroup_root: Option<PathBuf>,
 }
 
@@ -45,9 +47,9 @@ const FIRST_SYNC_WAIT: Duration = Duration::from_secs(10);
 /// returns the resolver that reads them.
 pub async fn start(config: &IdentityConfig) -> Result<(Resolver, IdentityHealth)> {
     let mut health = IdentityHealth::default();
-    let cgroups = match &config.cgroup_root {
-        Some(root) => cgroups(root.clone()),
-        None => None,
+    let cgroups = match config.cgroup_attribution {
+        true => cgroups(config.cgroup_root.clone()),
+        false => None,
     };
 
     let networks = match &config.labels_file {
@@ -107,11 +109,13 @@ pub async fn start(config: &IdentityConfig) -> Result<(Resolver, IdentityHealth)
 
 /// The cgroup namer, or `None` with a warning: without it flows still count,
 /// and the kernel still splits them by cgroup, only without names.
-fn cgroups(root: PathBuf) -> Option<Cgroups> {
-    let settings = CgroupSettings {
-        cgroup_root: root,
-        ..CgroupSettings::default()
-    };
+fn cgroups(root: Option<PathBuf>) -> Option<Cgroups> {
+    let mut settings = CgroupSettings::default();
+    // Hosts in systemd's hybrid layout mount cgroup2 at
+    // /sys/fs/cgroup/unified, not at the usual place.
+    if let Some(root) = root.or_else(find_cgroup2_mount) {
+        settings.cgroup_root = root;
+    }
     match Cgroups::new(settings) {
         Ok(cgroups) => Some(cgroups),
         Err(e) => {
