@@ -6,20 +6,17 @@ mod support;
 
 use std::fmt::Debug;
 use std::future::Future;
-use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, watcher, Event};
-use kube::{Client, Config, ResourceExt};
-use support::kube_api::{node, owned_by, pod, replica_set, KubeApi};
-
-/// How long any one expected thing may take.
-const WAIT: Duration = Duration::from_secs(5);
+use kube::ResourceExt;
+use support::kube_api::{
+    client, next_event, node, owned_by, pod, replica_set, until_watching, within, KubeApi, WAIT,
+};
 
 fn run(test: impl Future<Output = ()>) {
     tokio::runtime::Builder::new_current_thread()
@@ -27,54 +24,6 @@ fn run(test: impl Future<Output = ()>) {
         .build()
         .expect("a tokio runtime")
         .block_on(test);
-}
-
-async fn client(api: &KubeApi) -> Client {
-    let kubeconfig = Kubeconfig::read_from(api.kubeconfig()).expect("the kubeconfig reads");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("the kubeconfig makes a client config");
-    Client::try_from(config).expect("a client")
-}
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("expected {what} within {WAIT:?}, got nothing"))
-}
-
-/// The next watcher event, as `Apply(ns/name)`, `Init`, `error: ...`.
-async fn next<K: ResourceExt, S>(stream: &mut S, what: &str) -> String
-where
-    S: Stream<Item = Result<Event<K>, watcher::Error>> + Unpin,
-{
-    let event = within(what, stream.next()).await;
-    let name = |k: &K| format!("{}/{}", k.namespace().unwrap_or_default(), k.name_any());
-    match event.unwrap_or_else(|| panic!("expected {what}, the watcher ended")) {
-        Ok(Event::Init) => "Init".into(),
-        Ok(Event::InitApply(k)) => format!("InitApply({})", name(&k)),
-        Ok(Event::InitDone) => "InitDone".into(),
-        Ok(Event::Apply(k)) => format!("Apply({})", name(&k)),
-        Ok(Event::Delete(k)) => format!("Delete({})", name(&k)),
-        Err(error) => format!("error: {error}"),
-    }
-}
-
-/// Polls `events` (a watcher sends requests only while polled) until the
-/// server has one watch open; an event meanwhile is a failure.
-async fn until_watching<S>(api: &KubeApi, events: &mut S, what: &str)
-where
-    S: Stream + Unpin,
-    S::Item: Debug,
-{
-    let deadline = Instant::now() + WAIT;
-    while !api.wait_for_watchers(1, Duration::ZERO) {
-        assert!(Instant::now() < deadline, "expected {what} within {WAIT:?}");
-        let poll = tokio::time::timeout(Duration::from_millis(20), events.next());
-        if let Ok(event) = poll.await {
-            panic!("expected {what} and no event, got {event:?}");
-        }
-    }
 }
 
 fn status_code<T: Debug>(result: kube::Result<T>) -> u16 {
@@ -153,17 +102,20 @@ fn a_watcher_follows_changes_compaction_and_a_restart() {
             "InitApply(default/b)",
             "InitDone",
         ] {
-            assert_eq!(next(&mut events, expected).await, expected);
+            assert_eq!(next_event(&mut events, expected).await, expected);
         }
         api.apply(&pod(
             "default", "c", "uid-c", "10.0.0.3", "node-a", "Pending",
         ));
-        assert_eq!(next(&mut events, "c added").await, "Apply(default/c)");
+        assert_eq!(next_event(&mut events, "c added").await, "Apply(default/c)");
         api.delete::<Pod>(Some("default"), "a");
-        assert_eq!(next(&mut events, "a deleted").await, "Delete(default/a)");
+        assert_eq!(
+            next_event(&mut events, "a deleted").await,
+            "Delete(default/a)"
+        );
 
         api.compact();
-        let expired = next(&mut events, "the 410").await;
+        let expired = next_event(&mut events, "the 410").await;
         assert!(expired.contains("too old resource version"), "{expired}");
         for expected in [
             "Init",
@@ -171,14 +123,14 @@ fn a_watcher_follows_changes_compaction_and_a_restart() {
             "InitApply(default/c)",
             "InitDone",
         ] {
-            assert_eq!(next(&mut events, expected).await, expected);
+            assert_eq!(next_event(&mut events, expected).await, expected);
         }
         until_watching(&api, &mut events, "the watch after the relist").await;
 
         api.go_down();
-        let refused = next(&mut events, "a refused watch").await;
+        let refused = next_event(&mut events, "a refused watch").await;
         let refused = match refused.starts_with("error: watch stream failed") {
-            true => next(&mut events, "a refused watch").await,
+            true => next_event(&mut events, "a refused watch").await,
             false => refused,
         };
         assert!(
@@ -192,9 +144,23 @@ fn a_watcher_follows_changes_compaction_and_a_restart() {
         api.come_back();
         // Resumed from where it was, not relisted: d comes as a change.
         assert_eq!(
-            next(&mut events, "d after the restart").await,
+            next_event(&mut events, "d after the restart").await,
             "Apply(default/d)"
         );
+
+        // The one-call restart: the stream drops, the watcher comes back.
+        api.restart();
+        api.apply(&pod(
+            "default", "e", "uid-e", "10.0.0.5", "node-a", "Running",
+        ));
+        let mut seen = next_event(&mut events, "e after restart()").await;
+        for _ in 0..5 {
+            if !seen.starts_with("error: ") {
+                break;
+            }
+            seen = next_event(&mut events, "e after restart()").await;
+        }
+        assert_eq!(seen, "Apply(default/e)");
         let resumed = format!("resourceVersion={before_d}");
         let watches = api
             .requests()
@@ -206,6 +172,7 @@ fn a_watcher_follows_changes_compaction_and_a_restart() {
             watches.collect::<Vec<_>>()
         );
     });
+    assert_eq!(api.metadata_only_requests(), Vec::<String>::new());
 }
 
 #[test]
@@ -230,7 +197,7 @@ fn a_metadata_watcher_gets_partial_objects_with_owners() {
         let owners = set.metadata.owner_references.unwrap();
         let owner = (owners[0].kind.as_str(), owners[0].name.as_str());
         assert_eq!((owners.len(), owner), (1, ("Deployment", "web")));
-        assert_eq!(next(&mut events, "InitDone").await, "InitDone");
+        assert_eq!(next_event(&mut events, "InitDone").await, "InitDone");
 
         let mut bare = replica_set("shop", "bare", "uid-rs-2", "");
         bare = owned_by(bare, "Deployment", "api", "uid-dep-api");
@@ -241,6 +208,9 @@ fn a_metadata_watcher_gets_partial_objects_with_owners() {
         assert_eq!(set.metadata.uid.as_deref(), Some("uid-rs-2"));
         assert_eq!(set.metadata.owner_references.unwrap()[0].uid, "uid-dep-api");
     });
+    // Both the list and the watch asked for metadata only.
+    assert_eq!(api.metadata_only_requests(), api.requests());
+    assert_eq!(api.requests().len(), 2, "{:?}", api.requests());
 }
 
 #[test]

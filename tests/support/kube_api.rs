@@ -17,6 +17,7 @@
 //! exporter.arg("--kubernetes.kubeconfig").arg(api.kubeconfig());
 //! ```
 
+mod driving;
 mod handlers;
 mod http;
 mod objects;
@@ -35,7 +36,9 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 
-// Each test binary uses some of the builders.
+// Each test binary uses some of the builders and helpers.
+#[allow(unused_imports)]
+pub use driving::{client, next_event, until_watching, within, WAIT};
 #[allow(unused_imports)]
 pub use objects::{
     host_network_pod, job, node, owned_by, pod, replica_set, service, started_at, REGION_LABEL,
@@ -172,7 +175,16 @@ impl KubeApi {
     /// path and query as sent, and the HTTP status (200 for a watch stream,
     /// whatever it carried).
     pub fn requests(&self) -> Vec<String> {
-        self.shared.lock().log.clone()
+        let state = self.shared.lock();
+        state.log.iter().map(|(line, _)| line.clone()).collect()
+    }
+
+    /// The requests, as in `requests`, whose Accept header asked for
+    /// PartialObjectMetadata: what a metadata-only watcher sends.
+    pub fn metadata_only_requests(&self) -> Vec<String> {
+        let state = self.shared.lock();
+        let metadata_only = state.log.iter().filter(|(_, metadata_only)| *metadata_only);
+        metadata_only.map(|(line, _)| line.clone()).collect()
     }
 
     /// Waits until exactly `n` watch streams are open; false on timeout.
@@ -185,7 +197,7 @@ impl KubeApi {
     /// made; false on timeout.
     pub fn wait_for_request(&self, needle: &str, timeout: Duration) -> bool {
         self.shared.wait_until(timeout, |state| {
-            state.log.iter().any(|l| l.contains(needle))
+            state.log.iter().any(|(line, _)| line.contains(needle))
         })
     }
 

@@ -154,7 +154,13 @@ fn list(shared: &Shared, query: &Query) -> (u16, Value) {
 /// harness shows a test's output when it fails.
 pub fn log(shared: &Shared, request: &Request, code: u16) {
     let line = format!("{} {} {code}", request.method, request.target);
-    eprintln!("test API server: {line}");
-    shared.lock().log.push(line);
+    let metadata_only = request.accept.contains(METADATA_ONLY);
+    let shape = if metadata_only {
+        " (metadata only)"
+    } else {
+        ""
+    };
+    eprintln!("test API server: {line}{shape}");
+    shared.lock().log.push((line, metadata_only));
     shared.changed.notify_all();
 }

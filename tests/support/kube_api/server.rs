@@ -20,8 +20,9 @@ pub struct Shared {
 #[derive(Default)]
 pub struct State {
     pub store: Store,
-    /// `GET /api/v1/pods?&limit=2 200`, one line per request.
-    pub log: Vec<String>,
+    /// `GET /api/v1/pods?&limit=2 200`, one line per request, and whether
+    /// it asked for metadata only.
+    pub log: Vec<(String, bool)>,
     /// Path prefixes answered with 403.
     pub forbidden: Vec<String>,
     pub open_watches: usize,
