@@ -25,7 +25,9 @@ if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$kv_versio
 fi
 
 log "Kubernetes manifests against the $k8s_version schemas"
-manifests=(deploy/namespace.yaml deploy/serviceaccount.yaml deploy/service.yaml deploy/daemonset.yaml)
+manifests=(deploy/namespace.yaml deploy/serviceaccount.yaml deploy/clusterrole.yaml
+    deploy/clusterrolebinding.yaml deploy/labels-configmap.yaml deploy/service.yaml
+    deploy/daemonset.yaml)
 "$venv/bin/kubernetes-validate" --quiet --strict -k "$k8s_version" "${manifests[@]}"
 
 promtool="$(scripts/fetch-prometheus.sh)/promtool"
