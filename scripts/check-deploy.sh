@@ -2,8 +2,10 @@
 # Checks what ships next to the binary, offline: the Kubernetes manifests
 # against the Kubernetes API schemas (kubernetes-validate, from PyPI, in a
 # cached venv), the Prometheus configuration and rules with promtool
-# (including the rules' unit tests), and the docker-compose file, the
-# Dockerfile and the Grafana files for structure and for the paths they use.
+# (including the rules' unit tests), the identity wiring (RBAC, NODE_NAME,
+# the cgroup and labels mounts and their flags), and the docker-compose file,
+# the Dockerfile and the Grafana files (the who-talks-to-whom dashboard's
+# node graph and filters included) for structure and for the paths they use.
 # There is no Docker engine or cluster here: this is what can be checked
 # without one. scripts/test.sh runs it.
 set -euo pipefail
@@ -25,7 +27,9 @@ if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$kv_versio
 fi
 
 log "Kubernetes manifests against the $k8s_version schemas"
-manifests=(deploy/namespace.yaml deploy/serviceaccount.yaml deploy/service.yaml deploy/daemonset.yaml)
+manifests=(deploy/namespace.yaml deploy/serviceaccount.yaml deploy/clusterrole.yaml
+    deploy/clusterrolebinding.yaml deploy/labels-configmap.yaml deploy/service.yaml
+    deploy/daemonset.yaml)
 "$venv/bin/kubernetes-validate" --quiet --strict -k "$k8s_version" "${manifests[@]}"
 
 promtool="$(scripts/fetch-prometheus.sh)/promtool"
@@ -34,7 +38,7 @@ log "Prometheus configuration and rules"
 "$promtool" check rules prometheus/rules.yml >/dev/null
 "$promtool" test rules prometheus/rules_test.yml >/dev/null
 
-log "kustomizations, PodMonitor, docker-compose, Dockerfile, Grafana files"
+log "kustomizations, PodMonitor, identity wiring, docker-compose, Dockerfile, Grafana files"
 "$venv/bin/python" - <<'EOF'
 import json, os, re, sys, yaml
 
@@ -66,6 +70,41 @@ for ep in pm["spec"]["podMetricsEndpoints"]:
     check(ep["port"] in ports, f"PodMonitor port {ep['port']} is not a DaemonSet port")
 svc = load("deploy/service.yaml")
 check(all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items()), "Service selector")
+
+# Identity: the binding grants the ClusterRole to the DaemonSet's account,
+# whose token the pod mounts; NODE_NAME comes from the downward API;
+# --labels.file is a key of the optional ConfigMap, mounted as a directory
+# (a subPath would never see an update); --cgroup.root is the host's cgroup
+# mount, read-only.
+role, binding = load("deploy/clusterrole.yaml"), load("deploy/clusterrolebinding.yaml")
+labels_cm = load("deploy/labels-configmap.yaml")
+pod = ds["spec"]["template"]["spec"]
+[container] = pod["containers"]
+check(binding["roleRef"]["name"] == role["metadata"]["name"], "ClusterRoleBinding names another role")
+check(binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"],
+                               "namespace": ds["metadata"]["namespace"]}],
+      "ClusterRoleBinding subject is not the DaemonSet's ServiceAccount")
+check(pod.get("automountServiceAccountToken") is True, "the exporter's pod does not mount its token")
+check(all(set(r["verbs"]) <= {"get", "list", "watch"} for r in role["rules"]), "ClusterRole is not read-only")
+env = {e["name"]: e for e in container.get("env", [])}
+check(env.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName",
+      "NODE_NAME is not spec.nodeName")
+flags = dict(a.split("=", 1) for a in container["args"] if "=" in a)
+mounts = {m["name"]: m for m in container["volumeMounts"]}
+volumes = {v["name"]: v for v in pod["volumes"]}
+lm = mounts.get("labels", {})
+check(lm.get("readOnly") is True and "subPath" not in lm, "labels volume: mount read-only, without subPath")
+check(volumes.get("labels", {}).get("configMap", {}).get("name") == labels_cm["metadata"]["name"]
+      and volumes["labels"]["configMap"].get("optional") is True,
+      "labels volume is not the optional labels ConfigMap")
+check(os.path.dirname(flags.get("--labels.file", "")) == lm.get("mountPath")
+      and os.path.basename(flags.get("--labels.file", "")) in labels_cm["data"],
+      "--labels.file is not a key of the mounted labels ConfigMap")
+check("networks" in yaml.safe_load(labels_cm["data"]["networks.yaml"]), "labels ConfigMap has no networks list")
+cm = mounts.get("host-cgroup", {})
+check(cm.get("readOnly") is True and flags.get("--cgroup.root") == cm.get("mountPath")
+      and volumes.get("host-cgroup", {}).get("hostPath", {}).get("path") == "/sys/fs/cgroup",
+      "--cgroup.root is not the host's /sys/fs/cgroup mounted read-only")
 
 # docker-compose: the services, and every file it mounts exists.
 compose = load("docker-compose.yml")
@@ -102,7 +141,46 @@ for name in sorted(os.listdir("grafana/dashboards")):
             yield from targets(p.get("panels", []))
     for t in targets(d["panels"]):
         check(t.get("datasource", {}).get("uid") == "${datasource}", f"{name}: a target ignores $datasource")
-check(len(uids) == 3, f"expected 3 dashboards, found {len(uids)}")
+    check(d["uid"].startswith("tfe-"), f"{name}: uid {d['uid']} does not start with tfe-")
+    check("tcp-flow-exporter" in d.get("tags", []), f"{name}: not tagged tcp-flow-exporter")
+check(len(uids) == 4, f"expected 4 dashboards, found {len(uids)}")
+
+# The who-talks-to-whom dashboard. Grafana's node graph takes an edges frame
+# (a frame with a `source` field) and, without a nodes frame, makes the nodes
+# from the edges: its one target must be an instant table query whose series
+# carry id, source and target labels, and whose value column is renamed
+# mainstat. Its filters are query variables over the local end's labels,
+# whose All must also match flows without them (plain hosts): allValue .*.
+# tests/prometheus.rs checks what every query returns.
+who = json.load(open("grafana/dashboards/who-talks-to-whom.json"))
+graphs = [p for p in who["panels"] if p["type"] == "nodegraph"]
+check(len(graphs) == 1, "who-talks-to-whom: expected one nodegraph panel")
+for g in graphs:
+    [t] = g["targets"]
+    check(t.get("format") == "table" and t.get("instant") is True and t.get("range") is False,
+          "who-talks-to-whom: the node graph's query must be an instant table query")
+    for label in ["id", "source", "target"]:
+        check(f'"{label}"' in t["expr"], f"who-talks-to-whom: node graph query makes no {label} label")
+    renames = {}
+    for tr in g.get("transformations", []):
+        if tr["id"] == "organize":
+            renames.update(tr["options"].get("renameByName", {}))
+    check(renames.get("Value") == "mainstat", "who-talks-to-whom: node graph value is not renamed mainstat")
+variables = {v["name"]: v for v in who["templating"]["list"]}
+for var, label in [("namespace", "src_namespace"), ("workload", "src_workload")]:
+    v = variables.get(var, {})
+    check(v.get("type") == "query" and v.get("includeAll") and v.get("allValue") == ".*",
+          f"who-talks-to-whom: ${var} must be a query variable with All = .*")
+    check(re.fullmatch(r"label_values\(tcp_flow_sent_bytes_total\{.*\}, " + label + r"\)", v.get("query", "")) is not None,
+          f"who-talks-to-whom: ${var} does not list {label}")
+def who_targets(panels):
+    for p in panels:
+        for t in p.get("targets", []):
+            yield p["title"], t
+for title, t in who_targets(who["panels"]):
+    if "_bytes_total" in t["expr"]:
+        for var in ["$job", "$instance", "$namespace", "$workload", "$__rate_interval"]:
+            check(var in t["expr"], f"who-talks-to-whom: {title} ({t['refId']}) ignores {var}")
 
 if failures:
     print("\n".join("check-deploy: FAILED: " + f for f in failures), file=sys.stderr)

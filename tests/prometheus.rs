@@ -1,267 +1,63 @@
 //! Root end-to-end test against a real Prometheus server (Debian's package,
 //! unpacked by scripts/fetch-prometheus.sh): what Prometheus stores equals
-//! the bytes the test moved, and every PromQL expression shipped in
-//! grafana/dashboards and prometheus/rules.yml parses and returns data.
+//! the bytes the test moved, under the identity labels the test set up, and
+//! every PromQL expression shipped in grafana/dashboards and
+//! prometheus/rules.yml parses and returns data. A second test runs the
+//! identity dashboard's queries over a stand-in exporter with every kind of
+//! peer (Kubernetes ones included), and checks the rows they give.
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+#[path = "prometheus/identity_fixture.rs"]
+mod identity_fixture;
+#[path = "prometheus/server.rs"]
+mod server;
+#[path = "prometheus/shipped.rs"]
+mod shipped;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
+use identity_fixture::{expect, rows};
+use server::{percent_encode, Prometheus};
+use shipped::{
+    condition_lhs, dashboard_exprs, panel_targets, rule_exprs, substitute, substitute_with, Shipped,
+};
+use support::netns::Netns;
 use support::traffic::Pair;
-use support::{free_port, http_get, temp_path, tools, Exporter};
+use support::{free_port, temp_path, tools, Exporter};
 
-const JOB: &str = "tcp-flow-exporter";
+const NETWORK: &str = "tfe-test-vpc";
+const NODE_ZONE: &str = "zone-a";
+const REGION: &str = "region-1";
+const WHO: &str = "who-talks-to-whom.json";
 
-/// A Prometheus server scraping `targets` every second, with our rules.
-struct Prometheus {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
+/// A --labels.file naming the /30 of a namespace's veth pair (both ends) as
+/// NETWORK, in another zone of this node's region. Removed when dropped.
+struct NamedNetwork {
+    path: PathBuf,
 }
 
-impl Prometheus {
-    fn start(binary: &Path, targets: &[SocketAddr]) -> Prometheus {
-        let dir = temp_path("prometheus");
-        std::fs::create_dir_all(&dir).unwrap();
-        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus/rules.yml");
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             rule_files: ['{}']\n\
-             scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: [{}]\n",
-            rules.display(),
-            targets.join(", ")
-        );
-        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(binary)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("log")).unwrap())
-            .spawn()
-            .expect("start prometheus");
-        let prometheus = Prometheus { child, addr, dir };
-        prometheus.wait_for(Duration::from_secs(60), "ready", || {
-            matches!(http_get(addr, "/-/ready", &[]), Ok((200, _)))
-        });
-        prometheus
-    }
-
-    fn wait_for(&self, timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-        self.wait_until(timeout, what, || {
-            if done() {
-                Ok(())
-            } else {
-                Err("not yet".into())
-            }
-        });
-    }
-
-    /// Polls `check` until it passes; after `timeout`, fails with its last
-    /// complaint and Prometheus's log.
-    fn wait_until(
-        &self,
-        timeout: Duration,
-        what: &str,
-        mut check: impl FnMut() -> Result<(), String>,
-    ) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let why = match check() {
-                Ok(()) => return,
-                Err(why) => why,
-            };
-            if Instant::now() >= deadline {
-                panic!(
-                    "prometheus: not {what} within {timeout:?}: {why}\nlog:\n{}",
-                    std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    /// Every rule's health, last error and last evaluation, from the rules
-    /// API: Err with the rules that are not healthy (never evaluated, or
-    /// failing) and why.
-    fn rules_healthy(&self) -> Result<(), String> {
-        let (_, body) = http_get(self.addr, "/api/v1/rules", &[]).map_err(|e| e.to_string())?;
-        let reply: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        let groups = reply["data"]["groups"]
-            .as_array()
-            .ok_or_else(|| format!("no rule groups: {reply}"))?;
-        let unhealthy: Vec<String> = groups
-            .iter()
-            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-            .filter(|r| r["health"] != "ok")
-            .map(|r| {
-                format!(
-                    "{} health {} (last evaluation {}, error {:?})",
-                    r["name"], r["health"], r["lastEvaluation"], r["lastError"]
-                )
-            })
-            .collect();
-        if groups.is_empty() || !unhealthy.is_empty() {
-            return Err(format!(
-                "rules not healthy: {unhealthy:?} of {} groups",
-                groups.len()
-            ));
-        }
-        Ok(())
-    }
-
-    /// An instant query: Err with Prometheus's message if it fails.
-    fn query(&self, promql: &str) -> Result<Vec<Value>, String> {
-        let path = format!("/api/v1/query?query={}", percent_encode(promql));
-        let (_, body) = http_get(self.addr, &path, &[]).map_err(|e| e.to_string())?;
-        let reply: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        if reply["status"] != "success" {
-            return Err(reply["error"].as_str().unwrap_or("?").to_owned());
-        }
-        Ok(reply["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    /// The single value of a query that must return exactly one series.
-    fn value(&self, promql: &str) -> Option<u64> {
-        let result = self.query(promql).ok()?;
-        let [series] = &result[..] else { return None };
-        series["value"][1]
-            .as_str()?
-            .parse::<f64>()
-            .ok()
-            .map(|v| v as u64)
+impl NamedNetwork {
+    fn around(ns: &Netns) -> NamedNetwork {
+        let base = Ipv4Addr::from(u32::from(ns.host_ip) & !3);
+        let path = temp_path("networks.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "networks:\n  - cidr: {base}/30\n    name: {NETWORK}\n    zone: zone-b\n    region: {REGION}\n"
+            ),
+        )
+        .unwrap();
+        NamedNetwork { path }
     }
 }
 
-impl Drop for Prometheus {
+impl Drop for NamedNetwork {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.path);
     }
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// Where an expression comes from, and the expression.
-struct Shipped {
-    origin: String,
-    expr: String,
-    /// An alert's condition: it may rightly be empty on a healthy system.
-    alert: bool,
-}
-
-fn dashboard_exprs() -> Vec<Shipped> {
-    fn walk(value: &Value, origin: &str, out: &mut Vec<Shipped>) {
-        match value {
-            Value::Object(map) => {
-                if let Some(Value::String(expr)) = map.get("expr") {
-                    out.push(Shipped {
-                        origin: origin.to_owned(),
-                        expr: expr.clone(),
-                        alert: false,
-                    });
-                }
-                map.values().for_each(|v| walk(v, origin, out));
-            }
-            Value::Array(items) => items.iter().for_each(|v| walk(v, origin, out)),
-            _ => {}
-        }
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/dashboards");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("grafana/dashboards") {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") {
-            let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            walk(&json, &path.display().to_string(), &mut out);
-        }
-    }
-    out
-}
-
-fn rule_exprs() -> Vec<Shipped> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus/rules.yml");
-    let docs = yaml_rust2::YamlLoader::load_from_str(&std::fs::read_to_string(&path).unwrap())
-        .expect("prometheus/rules.yml is YAML");
-    let mut out = Vec::new();
-    for group in docs[0]["groups"].as_vec().expect("rule groups") {
-        for rule in group["rules"].as_vec().expect("rules") {
-            let alert = rule["alert"].as_str();
-            let name = alert.or(rule["record"].as_str()).expect("record or alert");
-            out.push(Shipped {
-                origin: format!("rules.yml {name}"),
-                expr: rule["expr"].as_str().expect("expr").to_owned(),
-                alert: alert.is_some(),
-            });
-        }
-    }
-    out
-}
-
-/// Grafana's variables replaced the way a dashboard with every filter at
-/// "All" would: template variables only ever sit in `=~"$var"` matchers.
-fn substitute(expr: &str) -> String {
-    let mut text = expr
-        .replace("$__rate_interval", "1m")
-        .replace("${__rate_interval}", "1m")
-        .replace("$__interval", "15s")
-        .replace("$__range", "5m");
-    while let Some(start) = text.find('$') {
-        let rest = &text[start + 1..];
-        let len = if rest.starts_with('{') {
-            rest.find('}').map_or(rest.len(), |i| i + 1)
-        } else {
-            rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(rest.len())
-        };
-        text.replace_range(start..start + 1 + len, ".*");
-    }
-    text
-}
-
-/// `lhs OP number` split at its top-level comparison, for alert conditions.
-fn condition_lhs(expr: &str) -> Option<&str> {
-    let bytes = expr.as_bytes();
-    let mut depth = 0i32;
-    let mut split = None;
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => depth -= 1,
-            b'>' | b'<' | b'=' | b'!' if depth == 0 && split.is_none() => split = Some(i),
-            _ => {}
-        }
-    }
-    let at = split?;
-    let rhs = expr[at..].trim_start_matches(['>', '<', '=', '!']).trim();
-    rhs.parse::<f64>().ok().map(|_| expr[..at].trim())
 }
 
 #[test]
@@ -273,22 +69,49 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = listener.local_addr().unwrap();
+    // A peer in a network namespace, named by --labels.file with a zone of
+    // its own, so the identity dashboard has a named network and cross-zone
+    // bytes from the real exporter (no Kubernetes needed).
+    let ns = Netns::new();
+    let outside = ns.listen();
+    let outside_addr = outside.local_addr().unwrap();
+    let labels = NamedNetwork::around(&ns);
     // `exact` counts only the test's flows; `cramped` overflows its one-flow
     // table with Prometheus's own scrapes, so the overflow condition has
     // data; the third target is down. (Its socket maps keep their default
     // size: with one slot the socket backend would count one connection,
     // one flow, and never overflow.)
-    let exact = Exporter::start(&[&format!("--filter.port.include={}", server.port())]);
+    let exact = Exporter::start(&[
+        &format!(
+            "--filter.port.include={},{}",
+            server.port(),
+            outside_addr.port()
+        ),
+        &format!("--labels.file={}", labels.path.display()),
+        &format!("--node.zone={NODE_ZONE}"),
+        &format!("--node.region={REGION}"),
+    ]);
     let cramped = Exporter::start(&["--flows.max=1"]);
     let down: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let prometheus = Prometheus::start(&binary, &[exact.addr, cramped.addr, down]);
 
     let mut pair = Pair::through(&listener, server);
     pair.exchange(123_456, 654_321);
+    let mut veth = Pair::through(&outside, outside_addr);
+    veth.exchange(23_456, 76_543);
     let instance = exact.addr;
+    // The loopback pair's flows: its local address is 127.0.0.1 at both
+    // ends, and its peer is loopback by class.
     let stored = |role: &str, counter: &str| {
         prometheus.value(&format!(
-            r#"tcp_flow_{counter}_bytes_total{{instance="{instance}",role="{role}"}}"#
+            r#"tcp_flow_{counter}_bytes_total{{instance="{instance}",src_ip="127.0.0.1",role="{role}",dst_kind="loopback",path="loopback"}}"#
+        ))
+    };
+    // Both ends of the veth pair see the other end in the named network,
+    // whose zone differs from this node's within one region.
+    let named = |role: &str, counter: &str| {
+        prometheus.value(&format!(
+            r#"tcp_flow_{counter}_bytes_total{{instance="{instance}",role="{role}",dst_kind="network",dst_name="{NETWORK}",path="cross_zone"}}"#
         ))
     };
     prometheus.wait_for(Duration::from_secs(60), "holding the bytes moved", || {
@@ -297,6 +120,12 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
     assert_eq!(stored("client", "sent"), Some(123_456));
     assert_eq!(stored("server", "sent"), Some(654_321));
     assert_eq!(stored("server", "received"), Some(123_456));
+    prometheus.wait_for(Duration::from_secs(60), "holding the veth bytes", || {
+        named("client", "received") == Some(76_543)
+    });
+    assert_eq!(named("client", "sent"), Some(23_456));
+    assert_eq!(named("server", "sent"), Some(76_543));
+    assert_eq!(named("server", "received"), Some(23_456));
 
     // Rates need two samples in their window, recording rules an evaluation
     // over them: wait until both exporters have two samples in a minute,
@@ -371,11 +200,177 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
     }
 }
 
+/// Every query of the identity dashboard returns data over the stand-in
+/// exporter, and gives the rows its fixed flows make: the dashboard's
+/// expressions with `rate` read as `last_over_time`, so that each rate is
+/// the fixture's counter itself.
+#[test]
+fn identity_dashboard_rows_match_the_fixture_flows() {
+    let Some(binary) = tools::prometheus() else {
+        return;
+    };
+    let target = identity_fixture::serve();
+    let prometheus = Prometheus::start(&binary, &[target]);
+    prometheus.wait_for(
+        Duration::from_secs(60),
+        "two scrapes of the fixture",
+        || {
+            let samples = prometheus.value(r#"count_over_time(tcp_flow_exporter_build_info[1m])"#);
+            samples.unwrap_or(0) >= 2
+        },
+    );
+    let who = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("grafana/dashboards")
+        .join(WHO);
+    let exprs = shipped::dashboard_exprs_in(&who);
+    assert_eq!(exprs.len(), 10, "queries in {WHO}");
+    for item in &exprs {
+        let expr = substitute(&item.expr);
+        match prometheus.query(&expr) {
+            Ok(result) if !result.is_empty() => {}
+            other => panic!("{}: {expr}\n    {other:?}", item.origin),
+        }
+    }
+
+    let exact = |title: &str, ref_id: &str, vars: &[(&str, &str)], keys: &[&str]| {
+        let (_, expr) = panel_targets(WHO, title)
+            .into_iter()
+            .find(|(r, _)| r == ref_id)
+            .unwrap_or_else(|| panic!("{title}: no target {ref_id}"));
+        let expr = substitute_with(&expr, vars).replace("rate(", "last_over_time(");
+        rows(&prometheus, &expr, keys)
+    };
+    let graph = "Who talks to whom (bytes per second)";
+    let edges = exact(graph, "edges", &[], &["source", "target"]);
+    assert_eq!(
+        edges,
+        expect(&[
+            (&["shop/api", "shop/db"], 1_000),
+            (&["shop/db", "shop/api"], 5_000),
+            (&["shop/api", "pay/payments (Service)"], 300),
+            (&["pay/payments", "shop/api"], 700),
+            (&["shop/api", "vpc-payments"], 2_000),
+            (&["vpc-payments", "shop/api"], 100),
+            (&["shop/api", "internet"], 50),
+            (&["internet", "shop/api"], 4_000),
+            (&["shop/api", "private"], 60),
+            (&["private", "shop/api"], 80),
+            (&["nginx.service", "internet"], 9_000),
+            (&["internet", "nginx.service"], 400),
+            (&["192.168.1.10", "node node-b"], 10),
+            (&["kube-system/coredns", "loopback"], 1),
+        ])
+    );
+    let ids = exact(graph, "edges", &[], &["id"]);
+    assert!(
+        ids.contains_key(&vec!["shop/api -> shop/db".to_owned()]),
+        "{ids:?}"
+    );
+    assert_eq!(ids.len(), edges.len(), "one id per edge: {ids:?}");
+    // A filter keeps the edges with either end in it.
+    assert_eq!(
+        exact(
+            graph,
+            "edges",
+            &[("namespace", "pay")],
+            &["source", "target"]
+        ),
+        expect(&[
+            (&["pay/payments", "shop/api"], 700),
+            (&["shop/api", "pay/payments (Service)"], 300),
+        ])
+    );
+    assert_eq!(
+        exact(
+            graph,
+            "edges",
+            &[("workload", "nginx.service")],
+            &["source", "target"]
+        ),
+        expect(&[
+            (&["nginx.service", "internet"], 9_000),
+            (&["internet", "nginx.service"], 400),
+        ])
+    );
+
+    let by_path = "Bytes per second by path";
+    assert_eq!(
+        exact(by_path, "A", &[], &["path"]),
+        expect(&[
+            (&["cross_zone"], 6_000),
+            (&["unknown"], 360),
+            (&["same_zone"], 710),
+            (&["cross_region"], 2_000),
+            (&["internet"], 9_050),
+            (&["loopback"], 1),
+        ])
+    );
+    assert_eq!(
+        exact(by_path, "B", &[], &["path"]),
+        expect(&[
+            (&["cross_zone"], 6_000),
+            (&["unknown"], 780),
+            (&["same_zone"], 320),
+            (&["cross_region"], 100),
+            (&["internet"], 4_400),
+            (&["loopback"], 2),
+        ])
+    );
+
+    let destinations = "Top internet and named-network destinations";
+    let keys = ["dst_kind", "destination", "path"];
+    assert_eq!(
+        exact(destinations, "A", &[], &keys),
+        expect(&[
+            (&["network", "vpc-payments", "cross_region"], 2_000),
+            (&["internet", "93.184.216.34", "internet"], 50),
+            (&["internet", "203.0.113.9", "internet"], 9_000),
+        ])
+    );
+    assert_eq!(
+        exact(destinations, "B", &[], &keys),
+        expect(&[
+            (&["network", "vpc-payments", "cross_region"], 100),
+            (&["internet", "93.184.216.34", "internet"], 4_000),
+            (&["internet", "203.0.113.9", "internet"], 400),
+        ])
+    );
+
+    let workload = ["src_namespace", "src_workload"];
+    assert_eq!(
+        exact("Top 10 workloads sending across zones", "A", &[], &workload),
+        expect(&[(&["shop", "api"], 3_000), (&["shop", "db"], 5_000)])
+    );
+    // The Service call's client end has path unknown: the backend's server
+    // end (same_zone) is not cross-zone, and db's (cross_zone) is.
+    assert_eq!(
+        exact(
+            "Top 10 workloads serving across zones (server ends)",
+            "A",
+            &[],
+            &workload
+        ),
+        expect(&[(&["shop", "db"], 6_000)])
+    );
+    assert_eq!(
+        exact("Flows without identity", "A", &[], &["end"]),
+        expect(&[(&["src"], 1), (&["dst"], 0)])
+    );
+}
+
 #[test]
 fn substitution_and_condition_splitting() {
     assert_eq!(
         substitute(r#"sum(rate(x{a=~"$src", b=~"${role}"}[$__rate_interval]))"#),
         r#"sum(rate(x{a=~".*", b=~".*"}[1m]))"#
+    );
+    // label_replace's groups stay; named variables take the value given.
+    assert_eq!(
+        substitute_with(
+            r#"label_replace(x{n=~"$namespace", w=~"$workload"}, "t", "$1/$2", "k", "(.*)/(.*)")"#,
+            &[("namespace", "pay")]
+        ),
+        r#"label_replace(x{n=~"pay", w=~".*"}, "t", "$1/$2", "k", "(.*)/(.*)")"#
     );
     assert_eq!(condition_lhs("rate(x[5m]) > 0"), Some("rate(x[5m])"));
     assert_eq!(
