@@ -16,10 +16,10 @@ cd "$(dirname "$0")/.."
 # each of them once per backend (scripts/test.sh does the same natively).
 # Every other test binary runs once per kernel, except those in `not_here`.
 traffic_tests=(counting closing flow_keys roles_and_filters http program_stats)
-once_tests=(errors map_read agreement)
-# Chromium and Prometheus do not depend on the kernel; scripts/test.sh runs
-# these natively.
-not_here=(browser prometheus)
+once_tests=(errors map_read agreement identity)
+# Chromium, Prometheus, the cloud-ranges converter and the test Kubernetes
+# API server do not depend on the kernel; scripts/test.sh runs these natively.
+not_here=(browser prometheus cloud_ranges kube_api)
 
 # name=path lines of the test binaries, built now if needed.
 build_tests() {
@@ -131,6 +131,8 @@ write_guest_script() {
         echo "cell map_read ${tests[map_read]} --include-ignored"
         # One run of identical traffic per backend this kernel must support.
         echo "cell agreement env TFE_BACKENDS='$backends' ${tests[agreement]} --include-ignored --test-threads=1"
+        # Names from cgroups and the test API server, with the backend auto picks.
+        echo "cell identity ${tests[identity]} --include-ignored --test-threads=1"
         # Traffic tests run one at a time because each test starts and stops
         # its own exporter. Replacing an fexit trampoline (any attach or detach
         # on the function) patches the old image to skip its fexit programs

@@ -9,6 +9,7 @@ pub mod kube_api;
 pub mod netns;
 pub mod paths;
 pub mod scrape;
+pub mod stand_in;
 pub mod tools;
 pub mod traffic;
 
