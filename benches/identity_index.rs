@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tcp_flow_exporter::identity::kubernetes::{
-    ControllerRef, IndexBuilder, KubeIndex, NodeFacts, OwnerFacts, PodFacts, PodPhase, ServiceFacts,
+    ControllerRef, IndexBuilder, KubeIndex, NodeFacts, OwnerFacts, PodFacts, PodPhase,
+    ResourceKind, ServiceFacts,
 };
 use tcp_flow_exporter::identity::Place;
 
@@ -80,7 +81,11 @@ fn node_ip(n: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(0xc0a8_0000 + n)) // 192.168.0.0/16
 }
 
+/// As the watchers do at start: every kind is one list, Init .. InitDone.
 fn feed(builder: &mut IndexBuilder) {
+    for kind in ResourceKind::ALL {
+        builder.begin_relist(kind);
+    }
     for n in 0..NODES {
         let zone = ZONES[n as usize % ZONES.len()];
         builder.apply_node(NodeFacts {
@@ -140,8 +145,7 @@ fn feed(builder: &mut IndexBuilder) {
             start_time: Some(1_714_557_600 + i64::from(p)),
         });
     }
-    for kind in tcp_flow_exporter::identity::kubernetes::ResourceKind::ALL {
-        builder.begin_relist(kind);
+    for kind in ResourceKind::ALL {
         builder.finish_relist(kind);
     }
 }

@@ -10,9 +10,9 @@
 //! - at most once a second the builder makes an immutable [`KubeIndex`],
 //!   published through a `tokio::sync::watch` channel for scrapes to read.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
 
 mod builder;
@@ -62,15 +62,10 @@ const IN_CLUSTER_VARIABLE: &str = "KUBERNETES_SERVICE_HOST";
 pub async fn connect(settings: &KubeSettings) -> Result<Option<Client>, KubeError> {
     let config = match &settings.kubeconfig {
         Some(path) => {
-            let kubeconfig_error = |reason: String| KubeError::Kubeconfig {
-                path: path.clone(),
-                reason: tracker::one_line(&reason),
-            };
-            let kubeconfig =
-                Kubeconfig::read_from(path).map_err(|e| kubeconfig_error(e.to_string()))?;
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| kubeconfig_error(path, e))?;
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| kubeconfig_error(e.to_string()))?
+                .map_err(|e| kubeconfig_error(path, e))?
         }
         None if std::env::var_os(IN_CLUSTER_VARIABLE).is_some() => Config::incluster()
             .map_err(|e| KubeError::InCluster(tracker::one_line(&e.to_string())))?,
@@ -79,4 +74,23 @@ pub async fn connect(settings: &KubeSettings) -> Result<Option<Client>, KubeErro
     let client = Client::try_from(config)
         .map_err(|e| KubeError::Client(tracker::one_line(&e.to_string())))?;
     Ok(Some(client))
+}
+
+fn kubeconfig_error(path: &Path, error: KubeconfigError) -> KubeError {
+    let reason = match error {
+        // Its own text repeats the path, which the caller already names.
+        KubeconfigError::ReadConfig(io, _) => io.to_string(),
+        // The YAML parser adds a multi-line excerpt of the file after a
+        // first line that already gives line, column and cause.
+        other => other
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    KubeError::Kubeconfig {
+        path: path.to_path_buf(),
+        reason,
+    }
 }

@@ -24,6 +24,9 @@ use super::index::KubeIndex;
 use super::objects::{owner_facts, SlimNode, SlimPod, SlimService};
 use super::tracker::{Change, Facts, Tracker, Update};
 
+#[cfg(test)]
+mod tests;
+
 /// Publishing rebuilds the whole index (a few ms at 10k pods); pod churn can
 /// bring hundreds of events a second, so they are batched.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
