@@ -12,6 +12,9 @@ use std::sync::Arc;
 use super::builder::{Controller, IndexBuilder, OwnerRecord};
 use super::store::Store;
 
+#[cfg(test)]
+mod tests;
+
 pub(super) fn workload(
     builder: &IndexBuilder,
     pod_name: &Arc<str>,
