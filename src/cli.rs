@@ -155,13 +155,10 @@ pub struct Cli {
     pub cgroup_attribution: bool,
 
     /// Where the host's cgroup v2 hierarchy is mounted, to name the cgroups. In a
-    /// container, mount the host's /sys/fs/cgroup and point this at it.
-    #[arg(
-        long = "cgroup.root",
-        value_name = "PATH",
-        default_value = "/sys/fs/cgroup"
-    )]
-    pub cgroup_root: PathBuf,
+    /// container, mount the host's /sys/fs/cgroup and point this at it
+    /// [default: the first cgroup2 mount, else /sys/fs/cgroup].
+    #[arg(long = "cgroup.root", value_name = "PATH")]
+    pub cgroup_root: Option<PathBuf>,
 
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]

@@ -50,8 +50,16 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 fn init_logging(cli: &Cli) {
+    // kube-runtime warns at every retry of a failing watch; the exporter
+    // logs each watch's state changes once itself (identity/kubernetes), so
+    // kube's own warnings are kept for --log.level=debug.
+    let level = cli.log_level.as_filter();
+    let mut filter = tracing_subscriber::EnvFilter::default().add_directive(level.into());
+    if level < tracing::level_filters::LevelFilter::DEBUG {
+        filter = filter.add_directive("kube_runtime::watcher=error".parse().expect("a directive"));
+    }
     tracing_subscriber::fmt()
-        .with_max_level(cli.log_level.as_filter())
+        .with_env_filter(filter)
         .with_writer(io::stderr)
         .with_target(false)
         .with_ansi(io::stderr().is_terminal())

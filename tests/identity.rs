@@ -12,9 +12,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::kube_api::{
-    host_network_pod, node, owned_by, pod, replica_set, service, KubeApi,
-};
+use support::kube_api::{host_network_pod, node, owned_by, pod, replica_set, service, KubeApi};
 use support::stand_in::{exchange_open, StandIn, TestCgroup};
 use support::{Exporter, Scrape};
 use tcp_flow_exporter::identity::cgroups::find_cgroup2_mount;
@@ -53,14 +51,48 @@ fn populate(api: &KubeApi) {
     api.apply(&node("node-a", &NODE_A.to_string(), "zone-a", "region-1"));
     api.apply(&node("node-b", &NODE_B.to_string(), "zone-b", "region-1"));
     api.apply(&replica_set("shop", "web-5d8", "uid-rs-web", "web"));
-    let web = pod("shop", "web-1", WEB_UID, &WEB.to_string(), "node-a", "Running");
+    let web = pod(
+        "shop",
+        "web-1",
+        WEB_UID,
+        &WEB.to_string(),
+        "node-a",
+        "Running",
+    );
     api.apply(&owned_by(web, "ReplicaSet", "web-5d8", "uid-rs-web"));
-    let db = pod("data", "db-0", "uid-db-0", &DB.to_string(), "node-b", "Running");
+    let db = pod(
+        "data",
+        "db-0",
+        "uid-db-0",
+        &DB.to_string(),
+        "node-b",
+        "Running",
+    );
     api.apply(&owned_by(db, "StatefulSet", "db", "uid-sts-db"));
-    api.apply(&pod("data", "cache-0", "uid-cache-0", &CACHE.to_string(), "node-a", "Running"));
+    api.apply(&pod(
+        "data",
+        "cache-0",
+        "uid-cache-0",
+        &CACHE.to_string(),
+        "node-a",
+        "Running",
+    ));
     api.apply(&service("pay", "payments", &SERVICE.to_string()));
-    api.apply(&host_network_pod("kube-system", "agent-b", "uid-agent-b", "node-b", &NODE_B.to_string()));
-    api.apply(&pod("data", "old-1", "uid-old-1", &REUSED.to_string(), "node-b", "Running"));
+    api.apply(&host_network_pod(
+        "kube-system",
+        "agent-b",
+        "uid-agent-b",
+        "node-b",
+        &NODE_B.to_string(),
+    ));
+    api.apply(&pod(
+        "data",
+        "old-1",
+        "uid-old-1",
+        &REUSED.to_string(),
+        "node-b",
+        "Running",
+    ));
 }
 
 /// Every flow series of a scrape, by its labels, with (sent, received).
@@ -88,12 +120,22 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 
 /// The one series matching every `want` label; panics with the scrape's
 /// series when there is none or several.
-fn one(all: &[(BTreeMap<String, String>, u64, u64)], want: &[(&str, &str)]) -> (BTreeMap<String, String>, u64, u64) {
+fn one(
+    all: &[(BTreeMap<String, String>, u64, u64)],
+    want: &[(&str, &str)],
+) -> (BTreeMap<String, String>, u64, u64) {
     let found: Vec<_> = all
         .iter()
-        .filter(|(labels, _, _)| want.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|(labels, _, _)| {
+            want.iter()
+                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .collect();
-    assert_eq!(found.len(), 1, "series matching {want:?}: {found:#?}\nall: {all:#?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "series matching {want:?}: {found:#?}\nall: {all:#?}"
+    );
     found[0].clone()
 }
 
@@ -149,8 +191,20 @@ fn root_every_peer_and_path_is_named_with_exact_bytes() {
     let api = KubeApi::start();
     populate(&api);
     let addresses = [
-        WEB, DB, CACHE, SERVICE, NODE_B, REUSED, LATE, NAMED, NAMED_AGAIN, NAMED_RENAMED,
-        NAMED_FAR, PRIVATE, VM, INTERNET,
+        WEB,
+        DB,
+        CACHE,
+        SERVICE,
+        NODE_B,
+        REUSED,
+        LATE,
+        NAMED,
+        NAMED_AGAIN,
+        NAMED_RENAMED,
+        NAMED_FAR,
+        PRIVATE,
+        VM,
+        INTERNET,
     ];
     let stand_in = StandIn::new(&addresses);
     let labels_file = support::temp_path("labels.yaml");
@@ -163,7 +217,12 @@ fn root_every_peer_and_path_is_named_with_exact_bytes() {
         &format!("--cgroup.root={}", root.display()),
         &support::only_port(stand_in.port),
     ]);
-    wait_metric(&exporter, "tcp_flow_exporter_kubernetes_synced", r#"resource="pods""#, 1);
+    wait_metric(
+        &exporter,
+        "tcp_flow_exporter_kubernetes_synced",
+        r#"resource="pods""#,
+        1,
+    );
 
     // The web pod's container, as the kubelet's systemd driver names it.
     let container = TestCgroup::new(
@@ -196,13 +255,28 @@ fn root_every_peer_and_path_is_named_with_exact_bytes() {
     let scrape = exporter.scrape();
     let cases: [(Ipv4Addr, [&str; 4], &str, u64); 8] = [
         (DB, ["pod", "data", "db-0", "db"], "cross_zone", 3000),
-        (CACHE, ["pod", "data", "cache-0", "cache-0"], "same_node", 2000),
+        (
+            CACHE,
+            ["pod", "data", "cache-0", "cache-0"],
+            "same_node",
+            2000,
+        ),
         // The client sees the ClusterIP, not the backend: no path.
         (SERVICE, ["service", "pay", "payments", ""], "unknown", 1000),
         // A hostNetwork pod's address is its node's.
         (NODE_B, ["node", "", "node-b", ""], "cross_zone", 800),
-        (NAMED, ["network", "", "vpc-payments", ""], "cross_zone", 600),
-        (NAMED_FAR, ["network", "", "vpc-far", ""], "cross_region", 500),
+        (
+            NAMED,
+            ["network", "", "vpc-payments", ""],
+            "cross_zone",
+            600,
+        ),
+        (
+            NAMED_FAR,
+            ["network", "", "vpc-far", ""],
+            "cross_region",
+            500,
+        ),
         (INTERNET, ["internet", "", "", ""], "internet", 400),
         // Private, and nobody knows its zone: never same_zone.
         (PRIVATE, ["private", "", "", ""], "unknown", 300),
@@ -239,9 +313,24 @@ fn root_every_peer_and_path_is_named_with_exact_bytes() {
     let stream = stand_in.connect(WEB, REUSED);
     let mut writer = stream.try_clone().unwrap();
     std::io::Write::write_all(&mut writer, &[b'x'; 1000]).unwrap();
-    wait_for_series(&exporter, &[("dst_name", "old-1"), ("dst_ip", "198.18.10.6"), ("role", "client")], 1000);
+    wait_for_series(
+        &exporter,
+        &[
+            ("dst_name", "old-1"),
+            ("dst_ip", "198.18.10.6"),
+            ("role", "client"),
+        ],
+        1000,
+    );
     api.delete::<k8s_openapi::api::core::v1::Pod>(Some("data"), "old-1");
-    api.apply(&pod("data", "new-1", "uid-new-1", &REUSED.to_string(), "node-a", "Running"));
+    api.apply(&pod(
+        "data",
+        "new-1",
+        "uid-new-1",
+        &REUSED.to_string(),
+        "node-a",
+        "Running",
+    ));
     wait_for_peer(&exporter, &stand_in, REUSED, "new-1");
     exchange_open(stream, 1000, 2000);
     let scrape = exporter.scrape();
@@ -262,32 +351,83 @@ fn root_every_peer_and_path_is_named_with_exact_bytes() {
     // again and follows what changed meanwhile.
     api.compact();
     api.go_down();
-    api.apply(&pod("data", "late-1", "uid-late-1", &LATE.to_string(), "node-b", "Running"));
+    api.apply(&pod(
+        "data",
+        "late-1",
+        "uid-late-1",
+        &LATE.to_string(),
+        "node-b",
+        "Running",
+    ));
     api.come_back();
     wait_for_peer(&exporter, &stand_in, LATE, "late-1");
     stand_in.exchanges_in(&container.path, &[(WEB, LATE, 100)]);
     let scrape = exporter.scrape();
-    assert_series(&scrape, &from_web(LATE, ["pod", "data", "late-1", "late-1"], "cross_zone"), 100, 50);
+    assert_series(
+        &scrape,
+        &from_web(LATE, ["pod", "data", "late-1", "late-1"], "cross_zone"),
+        100,
+        50,
+    );
     for resource in ["pods", "services", "nodes", "replicasets", "jobs"] {
         assert_eq!(
-            scrape.sample("tcp_flow_exporter_kubernetes_synced", &format!(r#"resource="{resource}""#)),
+            scrape.sample(
+                "tcp_flow_exporter_kubernetes_synced",
+                &format!(r#"resource="{resource}""#)
+            ),
             Some(1),
             "{resource}"
         );
     }
 
     // A bad labels file on reload keeps the networks in force.
-    std::fs::write(&labels_file, "networks:\n  - cidr: 100.64.20.0/33\n    name: broken\n").unwrap();
-    wait_metric(&exporter, "tcp_flow_exporter_labels_reloads_total", r#"result="failure""#, 1);
+    std::fs::write(
+        &labels_file,
+        "networks:\n  - cidr: 100.64.20.0/33\n    name: broken\n",
+    )
+    .unwrap();
+    wait_metric(
+        &exporter,
+        "tcp_flow_exporter_labels_reloads_total",
+        r#"result="failure""#,
+        1,
+    );
     stand_in.exchanges_in(&container.path, &[(WEB, NAMED_AGAIN, 200)]);
     let scrape = exporter.scrape();
-    assert_series(&scrape, &from_web(NAMED_AGAIN, ["network", "", "vpc-payments", ""], "cross_zone"), 200, 100);
+    assert_series(
+        &scrape,
+        &from_web(
+            NAMED_AGAIN,
+            ["network", "", "vpc-payments", ""],
+            "cross_zone",
+        ),
+        200,
+        100,
+    );
     // A good one replaces them.
-    std::fs::write(&labels_file, LABELS.replace("vpc-payments", "vpc-payments-v2")).unwrap();
-    wait_metric(&exporter, "tcp_flow_exporter_labels_reloads_total", r#"result="success""#, 1);
+    std::fs::write(
+        &labels_file,
+        LABELS.replace("vpc-payments", "vpc-payments-v2"),
+    )
+    .unwrap();
+    wait_metric(
+        &exporter,
+        "tcp_flow_exporter_labels_reloads_total",
+        r#"result="success""#,
+        1,
+    );
     stand_in.exchanges_in(&container.path, &[(WEB, NAMED_RENAMED, 200)]);
     let scrape = exporter.scrape();
-    assert_series(&scrape, &from_web(NAMED_RENAMED, ["network", "", "vpc-payments-v2", ""], "cross_zone"), 200, 100);
+    assert_series(
+        &scrape,
+        &from_web(
+            NAMED_RENAMED,
+            ["network", "", "vpc-payments-v2", ""],
+            "cross_zone",
+        ),
+        200,
+        100,
+    );
     drop((container, alpha, beta));
 }
 
@@ -302,12 +442,16 @@ fn wait_for_series(exporter: &Exporter, want: &[(&str, &str)], sent: u64) {
     loop {
         let all = series(&exporter.scrape());
         let found = all.iter().find(|(labels, _, _)| {
-            want.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            want.iter()
+                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
         });
         if found.is_some_and(|(_, s, _)| *s == sent) {
             return;
         }
-        assert!(Instant::now() < deadline, "no series {want:?} with {sent} sent: {all:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "no series {want:?} with {sent} sent: {all:#?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -326,7 +470,10 @@ fn wait_for_peer(exporter: &Exporter, stand_in: &StandIn, ip: Ipv4Addr, name: &s
         if named {
             return;
         }
-        assert!(Instant::now() < deadline, "{ip} not named {name} within 20 s: {all:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "{ip} not named {name} within 20 s: {all:#?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -336,10 +483,17 @@ fn wait_for_peer(exporter: &Exporter, stand_in: &StandIn, ip: Ipv4Addr, name: &s
 fn root_a_bad_labels_file_stops_the_start_naming_line_and_field() {
     support::require_root();
     let file = support::temp_path("labels.yaml");
-    std::fs::write(&file, "networks:\n  - cidr: 10.0.0.0/8\n    name: a\n  - cidr: 10.1.0.0/33\n    name: b\n").unwrap();
+    std::fs::write(
+        &file,
+        "networks:\n  - cidr: 10.0.0.0/8\n    name: a\n  - cidr: 10.1.0.0/33\n    name: b\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(support::BIN)
         .arg(format!("--labels.file={}", file.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{}", support::free_port()))
+        .arg(format!(
+            "--web.listen-address=127.0.0.1:{}",
+            support::free_port()
+        ))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -348,5 +502,8 @@ fn root_a_bad_labels_file_stops_the_start_naming_line_and_field() {
         "tcp-flow-exporter: error: --labels.file: {}:4: networks[1].cidr: \"10.1.0.0/33\" is not a CIDR",
         file.display()
     );
-    assert!(stderr.lines().any(|l| l == want), "want {want:?} in:\n{stderr}");
+    assert!(
+        stderr.lines().any(|l| l == want),
+        "want {want:?} in:\n{stderr}"
+    );
 }

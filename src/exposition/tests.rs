@@ -45,6 +45,7 @@ fn snapshot() -> Arc<Snapshot> {
         bpf_stats_enabled: true,
         read_duration: Duration::from_millis(3),
         taken_at_ns: 3,
+        unresolved: crate::flows::snapshot::Unresolved { src: 1, dst: 2 },
     })
 }
 
@@ -101,6 +102,8 @@ fn text_format_has_exact_flow_samples() {
         r#"tcp_flow_exporter_program_run_seconds_total{program="tp_sock_send_length"} 1.5"#,
         r#"tcp_flow_exporter_program_recursion_misses_total{program="tp_sock_send_length"} 1"#,
         "tcp_flow_exporter_scrape_duration_seconds 0.003",
+        r#"tcp_flow_exporter_unresolved_flows{end="src"} 1"#,
+        r#"tcp_flow_exporter_unresolved_flows{end="dst"} 2"#,
     ] {
         assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
     }

@@ -140,7 +140,9 @@ const IDENTITY_START: &str = ",src_namespace=";
 
 /// A flow series' labels without its identity labels.
 pub fn flow_part(labels: &str) -> &str {
-    labels.find(IDENTITY_START).map_or(labels, |at| &labels[..at])
+    labels
+        .find(IDENTITY_START)
+        .map_or(labels, |at| &labels[..at])
 }
 
 impl Scrape {

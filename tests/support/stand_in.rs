@@ -39,7 +39,15 @@ impl StandIn {
         ip(&["netns", "add", &name]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         for address in addresses {
-            ip(&["-n", &name, "addr", "add", &format!("{address}/32"), "dev", "lo"]);
+            ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{address}/32"),
+                "dev",
+                "lo",
+            ]);
         }
         let listener = inside(&name, || {
             TcpListener::bind("0.0.0.0:0").expect("listen inside the namespace")
@@ -224,8 +232,7 @@ impl TestCgroup {
     pub fn new(root: &Path, relative: &str) -> TestCgroup {
         let base = root.join(format!("tfe-test-{}", std::process::id()));
         let path = base.join(relative);
-        std::fs::create_dir_all(&path)
-            .unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         TestCgroup { path, base }
     }
 }

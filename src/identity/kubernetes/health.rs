@@ -87,6 +87,12 @@ pub struct KubeHealth {
     slots: [Slot; 5],
 }
 
+impl std::fmt::Debug for KubeHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.read()).finish()
+    }
+}
+
 impl KubeHealth {
     pub fn new() -> KubeHealth {
         KubeHealth::default()
