@@ -526,3 +526,62 @@ fn root_a_bad_labels_file_stops_the_start_naming_line_and_field() {
         "want {want:?} in:\n{stderr}"
     );
 }
+
+#[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
+fn root_without_rights_to_pods_it_counts_on_says_why_once_and_recovers() {
+    support::require_root();
+    let api = KubeApi::start();
+    populate(&api);
+    api.forbid("/api/v1/pods", true);
+    let stand_in = StandIn::new(&[WEB, DB]);
+    let exporter = Exporter::start(&[
+        &format!("--kubernetes.kubeconfig={}", api.kubeconfig().display()),
+        "--node.name=node-a",
+        &support::only_port(stand_in.port),
+    ]);
+    let failing = r#"resource="pods",state="failing""#;
+    wait_metric(
+        &exporter,
+        "tcp_flow_exporter_kubernetes_watch_state",
+        failing,
+        1,
+    );
+    // Counting goes on, and the peer is named from what is still known:
+    // Nodes and Services, not pods.
+    exchange_open(stand_in.connect(WEB, DB), 0, 1000);
+    let scrape = exporter.scrape();
+    let want = [
+        ("src_ip", WEB.to_string()),
+        ("dst_ip", DB.to_string()),
+        ("role", "client".into()),
+        ("dst_kind", "internet".into()),
+        ("path", "internet".into()),
+    ];
+    assert_series(&scrape, &want, 1000, 500);
+    assert_eq!(
+        scrape.sample("tcp_flow_exporter_kubernetes_synced", r#"resource="nodes""#),
+        Some(1)
+    );
+    // Several retries later, the reason is in the log once.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = exporter.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("pods"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning about pods:\n{log}");
+    assert!(
+        warnings[0].contains("403") || warnings[0].contains("orbidden"),
+        "{}",
+        warnings[0]
+    );
+
+    api.forbid("/api/v1/pods", false);
+    wait_metric(
+        &exporter,
+        "tcp_flow_exporter_kubernetes_synced",
+        r#"resource="pods""#,
+        1,
+    );
+}

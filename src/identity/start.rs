@@ -62,7 +62,10 @@ pub async fn start(config: &IdentityConfig) -> Result<(Resolver, IdentityHealth)
             health.labels = Some(stats);
             Some(receive)
         }
-        None => None,
+        None => {
+            tokio::spawn(nothing_to_reload());
+            None
+        }
     };
 
     let settings = KubeSettings {
@@ -105,6 +108,18 @@ pub async fn start(config: &IdentityConfig) -> Result<(Resolver, IdentityHealth)
         },
     };
     Ok((Resolver::new(node, kube, networks, cgroups), health))
+}
+
+/// SIGHUP asks an exporter to reload; without --labels.file there is
+/// nothing to, and the signal's default action would kill the process.
+async fn nothing_to_reload() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        info!("SIGHUP: nothing to reload (no --labels.file)");
+    }
 }
 
 /// The cgroup namer, or `None` with a warning: without it flows still count,
