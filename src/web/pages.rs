@@ -136,7 +136,7 @@ pub fn landing_html(snapshot: &Snapshot, backend: &str, telemetry_path: &str) ->
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
 <title>tcp-flow-exporter</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left}}.n{{text-align:right;font-variant-numeric:tabular-nums}}</style>
+td,th{{padding:.25em .75em;border-bottom:1px solid #ddd;text-align:left}}.n{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}</style>
 </head><body>
 <h1>tcp-flow-exporter</h1>
 <p>Backend: <b>{backend}</b> &middot; {total} flows &middot; <a href="{metrics}">{metrics}</a> &middot; <a href="/api/flows">/api/flows</a> (JSON) &middot; <a href="/healthz">/healthz</a></p>
