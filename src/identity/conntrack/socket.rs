@@ -69,9 +69,8 @@ impl NetlinkSocket {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a new socket that nothing else owns.
-        let socket = NetlinkSocket {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        };
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let socket = NetlinkSocket { fd };
         let timeout = libc::timeval {
             tv_sec: 0,
             tv_usec: ANSWER_TIMEOUT.as_micros() as libc::suseconds_t,
@@ -79,7 +78,7 @@ impl NetlinkSocket {
         // SAFETY: the option value is a timeval of the size passed.
         let rc = unsafe {
             libc::setsockopt(
-                fd,
+                socket.fd.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
                 (&timeout as *const libc::timeval).cast(),

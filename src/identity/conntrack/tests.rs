@@ -11,6 +11,7 @@ use super::parse::{answer, Answer, Entry};
 use super::{in_form_of, kernel_tuple, reached_from};
 
 mod in_netns;
+mod stand_in;
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().expect("a socket address")
@@ -291,5 +292,27 @@ fn mapped_addresses_are_looked_up_as_ipv4() {
     assert_eq!(
         mixed.to_string(),
         "198.18.77.1:40000 -> [2001:db8::10]:80 mixes IPv4 and IPv6"
+    );
+}
+
+#[test]
+fn bad_namespace_paths() {
+    use super::Conntrack;
+    use std::path::Path;
+
+    let missing = Conntrack::open(Some(Path::new("/nonexistent/tfe-netns")))
+        .err()
+        .expect("no such path");
+    assert_eq!(
+        missing.to_string(),
+        "bad network namespace path /nonexistent/tfe-netns: No such file or directory (os error 2)"
+    );
+    // setns checks the namespace's type before any privilege.
+    let uts = Conntrack::open(Some(Path::new("/proc/self/ns/uts")))
+        .err()
+        .expect("not a netns");
+    assert_eq!(
+        uts.to_string(),
+        "bad network namespace path /proc/self/ns/uts: not a network namespace"
     );
 }
