@@ -1,15 +1,41 @@
 //! Root test: the landing page renders in headless Chromium (Debian's
-//! `chromium` package) and shows a flow the test created. Leaves a
-//! screenshot in target/artifacts/landing-page.png.
+//! `chromium` package) and names both ends of a flow the test created: a
+//! systemd unit (a cgroup made here) calls a peer in a named network of
+//! another zone, with byte counts in binary units and the exact number on
+//! hover. Leaves a screenshot in target/artifacts/landing-page.png.
 
 mod support;
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::traffic::Pair;
-use support::{temp_path, tools, Exporter};
+use serde_json::Value;
+use support::stand_in::{StandIn, TestCgroup};
+use support::{only_port, temp_path, tools, Exporter};
+use tcp_flow_exporter::identity::cgroups::find_cgroup2_mount;
+
+/// The client's address and its peer's, on the stand-in namespace's
+/// loopback (RFC 2544 benchmarking addresses, which never leave it).
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 30, 1);
+const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 30, 2);
+const UNIT: &str = "tfe-browser.service";
+const NETWORK: &str = "tfe-browser-peers";
+/// 3 MiB up; the stand-in server answers half as much (1.5 MiB). Exact
+/// multiples of a MiB, so the human units cannot round either way.
+const UP: usize = 3 * 1024 * 1024;
+
+/// The peer's /32 as a named network in zone-b, while this node is in
+/// zone-a of the same region: the client's path is cross_zone.
+fn labels_file() -> std::path::PathBuf {
+    let path = temp_path("networks.yaml");
+    let yaml = format!(
+        "networks:\n  - cidr: {PEER}/32\n    name: {NETWORK}\n    zone: zone-b\n    region: region-1\n"
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
 
 /// Runs headless Chromium with `args` on `url`, killing it after 90 s.
 fn headless(binary: &Path, profile: &Path, args: &[&str], url: &str) -> Output {
@@ -41,19 +67,51 @@ fn headless(binary: &Path, profile: &Path, args: &[&str], url: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Waits until /api/flows holds the unit's flow with every byte counted, so
+/// the page is rendered from a snapshot that has it.
+fn wait_for_flow(exporter: &Exporter) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = exporter.get("/api/flows");
+        let view: Value = serde_json::from_slice(&body).expect("/api/flows is JSON");
+        let counted = view["flows"].as_array().into_iter().flatten().any(|f| {
+            f["src_workload"] == UNIT
+                && f["sent_bytes"] == UP as u64
+                && f["received_bytes"] == (UP / 2) as u64
+        });
+        if counted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no flow of {UNIT} with {UP} bytes sent in /api/flows within 20 s: {view}\n{}",
+            exporter.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 #[ignore = "needs root to load BPF: scripts/test.sh runs it"]
-fn root_landing_page_shows_our_flow_in_headless_chromium() {
+fn root_landing_page_names_a_known_peer_in_headless_chromium() {
     support::require_root();
     let Some(binary) = tools::chromium() else {
         return;
     };
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let server = listener.local_addr().unwrap();
-    let server_port = server.port();
-    let exporter = Exporter::start(&[&format!("--filter.port.include={server_port}")]);
-    let mut pair = Pair::through(&listener, server);
-    pair.exchange(2_500, 3_500);
+    // Natively (the only place this test runs) systemd has mounted cgroup2.
+    let root = find_cgroup2_mount().expect("no cgroup2 mount in /proc/self/mountinfo");
+    let stand_in = StandIn::new(&[CLIENT, PEER]);
+    let labels = labels_file();
+    let exporter = Exporter::start(&[
+        &only_port(stand_in.port),
+        &format!("--labels.file={}", labels.display()),
+        &format!("--cgroup.root={}", root.display()),
+        "--node.zone=zone-a",
+        "--node.region=region-1",
+    ]);
+    let unit = TestCgroup::new(&root, &format!("system.slice/{UNIT}"));
+    stand_in.exchanges_in(&unit.path, &[(CLIENT, PEER, UP)]);
+    wait_for_flow(&exporter);
     let url = format!("http://{}/", exporter.addr);
     let profile = temp_path("chromium-profile");
 
@@ -64,9 +122,15 @@ fn root_landing_page_shows_our_flow_in_headless_chromium() {
         "chromium could not render the page: {}\n{html}",
         String::from_utf8_lossy(&dom.stderr)
     );
+    // src, src address (the client's port folded to *), dst kind, dst,
+    // dst address, path, role, then sent and received: human units shown,
+    // the exact count in the title a browser shows on hover.
+    let port = stand_in.port;
     let row = format!(
-        "<td>127.0.0.1</td><td>*</td><td>127.0.0.1</td><td>{server_port}</td><td>client</td>\
-         <td class=\"n\">2500</td><td class=\"n\">3500</td>"
+        "<tr><td>{UNIT}</td><td>{CLIENT}:*</td><td>network</td><td>{NETWORK}</td>\
+         <td>{PEER}:{port}</td><td>cross_zone</td><td>client</td>\
+         <td class=\"n\" title=\"3145728 bytes\">3.00 MiB</td>\
+         <td class=\"n\" title=\"1572864 bytes\">1.50 MiB</td>"
     );
     assert!(html.contains(&row), "row {row:?} missing from\n{html}");
 
@@ -92,4 +156,5 @@ fn root_landing_page_shows_our_flow_in_headless_chromium() {
     assert!(image.starts_with(b"\x89PNG\r\n\x1a\n") && image.len() > 5_000);
     eprintln!("landing page screenshot: {}", png.display());
     let _ = std::fs::remove_dir_all(&profile);
+    let _ = std::fs::remove_file(&labels);
 }

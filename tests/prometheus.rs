@@ -1,63 +1,46 @@
 //! Root end-to-end test against a real Prometheus server (Debian's package,
 //! unpacked by scripts/fetch-prometheus.sh): what Prometheus stores equals
-//! the bytes the test moved, under the identity labels the test set up, and
+//! the bytes the test moved, under the identity labels the test set up;
 //! every PromQL expression shipped in grafana/dashboards and
-//! prometheus/rules.yml parses and returns data. A second test runs the
-//! identity dashboard's queries over a stand-in exporter with every kind of
-//! peer (Kubernetes ones included), and checks the rows they give.
+//! prometheus/rules.yml parses and returns data; and every panel of the
+//! identity dashboard gives the exact rows of the real exporter's flows
+//! (prometheus/real_identity.rs). prometheus/fixture_rows.rs runs that
+//! dashboard over a stand-in exporter with every kind of peer (Kubernetes
+//! ones included), without root.
 
 mod support;
 
+#[path = "prometheus/fixture_rows.rs"]
+mod fixture_rows;
 #[path = "prometheus/identity_fixture.rs"]
 mod identity_fixture;
+#[path = "prometheus/real_identity.rs"]
+mod real_identity;
+#[path = "prometheus/rows.rs"]
+mod rows;
 #[path = "prometheus/server.rs"]
 mod server;
 #[path = "prometheus/shipped.rs"]
 mod shipped;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use identity_fixture::{expect, rows};
+use real_identity::{assert_dashboard_rows, Moved, NamedNetwork, NETWORK, NODE_ZONE, REGION};
 use server::{percent_encode, Prometheus};
-use shipped::{
-    condition_lhs, dashboard_exprs, panel_targets, rule_exprs, substitute, substitute_with, Shipped,
-};
+use shipped::{condition_lhs, dashboard_exprs, rule_exprs, substitute, substitute_with, Shipped};
 use support::netns::Netns;
 use support::traffic::Pair;
-use support::{free_port, temp_path, tools, Exporter};
+use support::{free_port, tools, Exporter};
 
-const NETWORK: &str = "tfe-test-vpc";
-const NODE_ZONE: &str = "zone-a";
-const REGION: &str = "region-1";
+/// The identity ("who talks to whom") dashboard.
 const WHO: &str = "who-talks-to-whom.json";
 
-/// A --labels.file naming the /30 of a namespace's veth pair (both ends) as
-/// NETWORK, in another zone of this node's region. Removed when dropped.
-struct NamedNetwork {
-    path: PathBuf,
-}
-
-impl NamedNetwork {
-    fn around(ns: &Netns) -> NamedNetwork {
-        let base = Ipv4Addr::from(u32::from(ns.host_ip) & !3);
-        let path = temp_path("networks.yaml");
-        std::fs::write(
-            &path,
-            format!(
-                "networks:\n  - cidr: {base}/30\n    name: {NETWORK}\n    zone: zone-b\n    region: {REGION}\n"
-            ),
-        )
-        .unwrap();
-        NamedNetwork { path }
-    }
-}
-
-impl Drop for NamedNetwork {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+fn who_dashboard() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("grafana/dashboards")
+        .join(WHO)
 }
 
 #[test]
@@ -198,164 +181,17 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
         let result = prometheus.query(&rule.expr).unwrap();
         assert!(!result.is_empty(), "{alert} does not fire: {}", rule.expr);
     }
-}
 
-/// Every query of the identity dashboard returns data over the stand-in
-/// exporter, and gives the rows its fixed flows make: the dashboard's
-/// expressions with `rate` read as `last_over_time`, so that each rate is
-/// the fixture's counter itself.
-#[test]
-fn identity_dashboard_rows_match_the_fixture_flows() {
-    let Some(binary) = tools::prometheus() else {
-        return;
+    // The identity dashboard, filtered to the exporter that counted the
+    // test's flows, gives exactly their bytes.
+    let moved = Moved {
+        instance,
+        loopback: 123_456 + 654_321,
+        veth: &ns,
+        up: 23_456,
+        down: 76_543,
     };
-    let target = identity_fixture::serve();
-    let prometheus = Prometheus::start(&binary, &[target]);
-    prometheus.wait_for(
-        Duration::from_secs(60),
-        "two scrapes of the fixture",
-        || {
-            let samples = prometheus.value(r#"count_over_time(tcp_flow_exporter_build_info[1m])"#);
-            samples.unwrap_or(0) >= 2
-        },
-    );
-    let who = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("grafana/dashboards")
-        .join(WHO);
-    let exprs = shipped::dashboard_exprs_in(&who);
-    assert_eq!(exprs.len(), 10, "queries in {WHO}");
-    for item in &exprs {
-        let expr = substitute(&item.expr);
-        match prometheus.query(&expr) {
-            Ok(result) if !result.is_empty() => {}
-            other => panic!("{}: {expr}\n    {other:?}", item.origin),
-        }
-    }
-
-    let exact = |title: &str, ref_id: &str, vars: &[(&str, &str)], keys: &[&str]| {
-        let (_, expr) = panel_targets(WHO, title)
-            .into_iter()
-            .find(|(r, _)| r == ref_id)
-            .unwrap_or_else(|| panic!("{title}: no target {ref_id}"));
-        let expr = substitute_with(&expr, vars).replace("rate(", "last_over_time(");
-        rows(&prometheus, &expr, keys)
-    };
-    let graph = "Who talks to whom (bytes per second)";
-    let edges = exact(graph, "edges", &[], &["source", "target"]);
-    assert_eq!(
-        edges,
-        expect(&[
-            (&["shop/api", "shop/db"], 1_000),
-            (&["shop/db", "shop/api"], 5_000),
-            (&["shop/api", "pay/payments (Service)"], 300),
-            (&["pay/payments", "shop/api"], 700),
-            (&["shop/api", "vpc-payments"], 2_000),
-            (&["vpc-payments", "shop/api"], 100),
-            (&["shop/api", "internet"], 50),
-            (&["internet", "shop/api"], 4_000),
-            (&["shop/api", "private"], 60),
-            (&["private", "shop/api"], 80),
-            (&["nginx.service", "internet"], 9_000),
-            (&["internet", "nginx.service"], 400),
-            (&["192.168.1.10", "node node-b"], 10),
-            (&["kube-system/coredns", "loopback"], 1),
-        ])
-    );
-    let ids = exact(graph, "edges", &[], &["id"]);
-    assert!(
-        ids.contains_key(&vec!["shop/api -> shop/db".to_owned()]),
-        "{ids:?}"
-    );
-    assert_eq!(ids.len(), edges.len(), "one id per edge: {ids:?}");
-    // A filter keeps the edges with either end in it.
-    assert_eq!(
-        exact(
-            graph,
-            "edges",
-            &[("namespace", "pay")],
-            &["source", "target"]
-        ),
-        expect(&[
-            (&["pay/payments", "shop/api"], 700),
-            (&["shop/api", "pay/payments (Service)"], 300),
-        ])
-    );
-    assert_eq!(
-        exact(
-            graph,
-            "edges",
-            &[("workload", "nginx.service")],
-            &["source", "target"]
-        ),
-        expect(&[
-            (&["nginx.service", "internet"], 9_000),
-            (&["internet", "nginx.service"], 400),
-        ])
-    );
-
-    let by_path = "Bytes per second by path";
-    assert_eq!(
-        exact(by_path, "A", &[], &["path"]),
-        expect(&[
-            (&["cross_zone"], 6_000),
-            (&["unknown"], 360),
-            (&["same_zone"], 710),
-            (&["cross_region"], 2_000),
-            (&["internet"], 9_050),
-            (&["loopback"], 1),
-        ])
-    );
-    assert_eq!(
-        exact(by_path, "B", &[], &["path"]),
-        expect(&[
-            (&["cross_zone"], 6_000),
-            (&["unknown"], 780),
-            (&["same_zone"], 320),
-            (&["cross_region"], 100),
-            (&["internet"], 4_400),
-            (&["loopback"], 2),
-        ])
-    );
-
-    let destinations = "Top internet and named-network destinations";
-    let keys = ["dst_kind", "destination", "path"];
-    assert_eq!(
-        exact(destinations, "A", &[], &keys),
-        expect(&[
-            (&["network", "vpc-payments", "cross_region"], 2_000),
-            (&["internet", "93.184.216.34", "internet"], 50),
-            (&["internet", "203.0.113.9", "internet"], 9_000),
-        ])
-    );
-    assert_eq!(
-        exact(destinations, "B", &[], &keys),
-        expect(&[
-            (&["network", "vpc-payments", "cross_region"], 100),
-            (&["internet", "93.184.216.34", "internet"], 4_000),
-            (&["internet", "203.0.113.9", "internet"], 400),
-        ])
-    );
-
-    let workload = ["src_namespace", "src_workload"];
-    assert_eq!(
-        exact("Top 10 workloads sending across zones", "A", &[], &workload),
-        expect(&[(&["shop", "api"], 3_000), (&["shop", "db"], 5_000)])
-    );
-    // The Service call's client end has path unknown: the backend's server
-    // end (same_zone) is not cross-zone, and db's (cross_zone) is.
-    assert_eq!(
-        exact(
-            "Top 10 workloads serving across zones (server ends)",
-            "A",
-            &[],
-            &workload
-        ),
-        expect(&[(&["shop", "db"], 6_000)])
-    );
-    assert_eq!(
-        exact("Flows without identity", "A", &[], &["end"]),
-        expect(&[(&["src"], 1), (&["dst"], 0)])
-    );
+    assert_dashboard_rows(&prometheus, &moved);
 }
 
 #[test]

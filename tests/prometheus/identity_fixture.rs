@@ -7,11 +7,8 @@
 //! against ground truth written here, while the root test proves the real
 //! exporter feeds it.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-
-use crate::server::Prometheus;
 
 /// One flow: its labels after the four address labels, and its two
 /// counters. Counters never move: the tests read them back through the
@@ -196,30 +193,4 @@ pub fn serve() -> SocketAddr {
         }
     });
     addr
-}
-
-/// Rows of a query's result: the values of `keys` in each series, and the
-/// series' value as a whole number (the fixture's counters are).
-pub fn rows(prometheus: &Prometheus, promql: &str, keys: &[&str]) -> BTreeMap<Vec<String>, u64> {
-    let result = prometheus
-        .query(promql)
-        .unwrap_or_else(|e| panic!("{promql}: {e}"));
-    result
-        .iter()
-        .map(|series| {
-            let key = keys
-                .iter()
-                .map(|k| series["metric"][*k].as_str().unwrap_or_default().to_owned())
-                .collect();
-            let value: f64 = series["value"][1].as_str().unwrap().parse().unwrap();
-            (key, value as u64)
-        })
-        .collect()
-}
-
-pub fn expect(pairs: &[(&[&str], u64)]) -> BTreeMap<Vec<String>, u64> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.iter().map(|s| s.to_string()).collect(), *v))
-        .collect()
 }
