@@ -18,8 +18,10 @@ if [ "${1:-}" = "--test" ]; then
     # setpriv and unshare (util-linux) drive the privilege and BTF error tests;
     # ip (iproute2) builds the network namespace of the loopback filter test;
     # headless chromium renders the landing page; python3-venv holds the
-    # manifest validator of scripts/check-deploy.sh.
-    packages+=(util-linux iproute2 chromium python3-venv)
+    # manifest validator of scripts/check-deploy.sh; python3 runs the
+    # identity tests' clients and scripts/cloud-ranges.py; nft sets up the
+    # DNAT the conntrack test resolves.
+    packages+=(util-linux iproute2 chromium python3-venv python3 nftables)
 fi
 
 missing=()

@@ -112,7 +112,10 @@ fn root_landing_page_json_and_health() {
         .expect("our flow in /api/flows");
     assert_eq!(flow["role"], "client");
     assert_eq!(flow["src_ip"], "127.0.0.1");
-    assert_eq!((&flow["dst_kind"], &flow["path"]), (&"loopback".into(), &"loopback".into()));
+    assert_eq!(
+        (&flow["dst_kind"], &flow["path"]),
+        (&"loopback".into(), &"loopback".into())
+    );
     assert_eq!(
         (flow["sent_bytes"].as_u64(), flow["received_bytes"].as_u64()),
         (Some(3_000), Some(4_000))

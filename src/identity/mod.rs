@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 pub mod cgroups;
 pub mod classes;
+pub mod conntrack;
 pub mod kubernetes;
 pub mod labels;
 pub mod networks;
