@@ -147,6 +147,14 @@ pub struct Cli {
     #[arg(long = "labels.file", value_name = "PATH")]
     pub labels_file: Option<PathBuf>,
 
+    /// The network namespace whose conntrack table says which backend a Service
+    /// connection went to (e.g. /proc/1/ns/net, with hostPID). Without it the
+    /// exporter's own namespace is read, if it can be: the node's when the
+    /// exporter runs on the host or with hostNetwork. Needs --flows.ports=all, which
+    /// keeps the client port that names one connection.
+    #[arg(long = "conntrack.netns", value_name = "PATH")]
+    pub conntrack_netns: Option<PathBuf>,
+
     /// Attribute each connection to the cgroup its socket was created in (a pod, a
     /// systemd unit, a container): the src_pod and src_workload labels. The cgroup id is
     /// then part of the kernel's flow key.

@@ -163,6 +163,7 @@ fn identity_config(cli: &Cli) -> IdentityConfig {
         labels_file: cli.labels_file.clone(),
         cgroup_attribution: cli.cgroup_attribution,
         cgroup_root: cli.cgroup_root.clone(),
+        conntrack_netns: cli.conntrack_netns.clone(),
     }
 }
 

@@ -393,16 +393,13 @@ fn root_every_peer_and_path_is_named_with_exact_bytes() {
         100,
         50,
     );
-    for resource in ["pods", "services", "nodes", "replicasets", "jobs"] {
-        assert_eq!(
-            scrape.sample(
-                "tcp_flow_exporter_kubernetes_synced",
-                &format!(r#"resource="{resource}""#)
-            ),
-            Some(1),
-            "{resource}"
-        );
-    }
+    // Pods listed again after the compaction (late-1 arrived). A kind
+    // whose watch resumed without a change has no event to show it is back,
+    // and is shown synced again 120 s after its last error: not waited for.
+    assert_eq!(
+        scrape.sample("tcp_flow_exporter_kubernetes_synced", r#"resource="pods""#),
+        Some(1)
+    );
 
     // A bad labels file on reload keeps the networks in force.
     std::fs::write(
@@ -589,4 +586,53 @@ fn root_without_rights_to_pods_it_counts_on_says_why_once_and_recovers() {
         r#"resource="pods""#,
         1,
     );
+}
+
+#[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
+fn root_a_service_client_gets_its_backends_path_from_conntrack() {
+    support::require_root();
+    let ledger = Ipv4Addr::new(198, 18, 10, 8);
+    let api = KubeApi::start();
+    populate(&api);
+    api.apply(&service("pay", "ledger", &ledger.to_string()));
+    let stand_in = StandIn::new(&[WEB, DB, ledger]);
+    // kube-proxy's part: the ClusterIP goes to the db pod, on node-b.
+    stand_in.dnat(ledger, DB);
+    let root = cgroup2_root();
+    let exporter = Exporter::start(&[
+        &format!("--kubernetes.kubeconfig={}", api.kubeconfig().display()),
+        "--node.name=node-a",
+        "--flows.ports=all",
+        &format!("--conntrack.netns=/run/netns/{}", stand_in.name),
+        &format!("--cgroup.root={}", root.display()),
+        &support::only_port(stand_in.port),
+    ]);
+    wait_metric(
+        &exporter,
+        "tcp_flow_exporter_kubernetes_synced",
+        r#"resource="services""#,
+        1,
+    );
+    let container = TestCgroup::new(
+        &root,
+        &format!(
+            "kubepods.slice/kubepods-pod{}.slice",
+            WEB_UID.replace('-', "_")
+        ),
+    );
+    stand_in.exchanges_in(&container.path, &[(WEB, ledger, 1200)]);
+    let scrape = exporter.scrape();
+    // The client still called the Service; the path is its backend's.
+    let client = from_web(ledger, ["service", "pay", "ledger", "ledger"], "cross_zone");
+    assert_series(&scrape, &client, 1200, 600);
+    // The backend's end sees the web pod, on this node.
+    let server = [
+        ("src_ip", DB.to_string()),
+        ("role", "server".into()),
+        ("dst_name", "web-1".into()),
+        ("path", "same_node".into()),
+    ];
+    assert_series(&scrape, &server, 600, 1200);
+    drop(container);
 }

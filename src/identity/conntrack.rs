@@ -59,6 +59,12 @@ pub struct Conntrack {
     buffer: Box<[u8]>,
 }
 
+impl std::fmt::Debug for Conntrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conntrack").field("seq", &self.seq).finish()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConntrackError {
     #[error("bad network namespace path {}: {reason}", path.display())]

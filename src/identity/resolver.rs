@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::cgroups::Cgroups;
 use super::classes::{classify, AddressClass};
+use super::conntrack::Conntrack;
 use super::kubernetes::KubeIndex;
 use super::labels::{empty, Identity, Interner, Local, Path, Peer};
 use super::networks::Networks;
@@ -56,6 +57,9 @@ pub struct Resolver {
     kube: Option<watch::Receiver<Arc<KubeIndex>>>,
     networks: Option<watch::Receiver<Arc<Networks>>>,
     cgroups: Option<Cgroups>,
+    /// Where Service connections were DNATed to, when the node's conntrack
+    /// table is readable.
+    conntrack: Option<Conntrack>,
     index: Arc<KubeIndex>,
     named: Arc<Networks>,
     here: Place,
@@ -79,12 +83,19 @@ impl Resolver {
             kube,
             networks,
             cgroups,
+            conntrack: None,
             generation: 0,
             interner: Interner::default(),
             cache: HashMap::default(),
         };
         resolver.take_facts();
         resolver
+    }
+
+    /// Resolves the backends of Service connections through `conntrack`.
+    pub fn with_conntrack(mut self, conntrack: Conntrack) -> Resolver {
+        self.conntrack = Some(conntrack);
+        self
     }
 
     /// Reads the newest snapshot of every fact source.
@@ -127,24 +138,22 @@ impl Resolver {
         }
     }
 
-    fn peer(&self, flow: &FlowEnds) -> (Peer, Path) {
+    fn peer(&mut self, flow: &FlowEnds) -> (Peer, Path) {
         let remote = flow.remote.ip().to_canonical();
         let class = classify(remote);
         if class == AddressClass::Loopback || remote == flow.local.ip().to_canonical() {
             return (Peer::of_kind(PeerKind::Loopback), Path::Loopback);
         }
+        let backend = self.backend(flow);
         if let Some(known) = self.index.peer(remote) {
-            let on_this_node = match known.kind {
-                PeerKind::Node => known.name == self.index.node_name(),
-                _ => known.node == Some(self.index.node_name()),
-            };
-            let path = match known.kind {
+            let path = match (known.kind, backend) {
                 // The client end sees the ClusterIP, not the backend that
-                // answers; the server end of the same connection sees the
-                // real client and reports the path.
-                PeerKind::Service => Path::Unknown,
-                _ if on_this_node => Path::SameNode,
-                _ => between(&self.here, &known.place),
+                // answers: conntrack may say which; if not, the server end
+                // of the same connection sees the real client and reports
+                // the path.
+                (PeerKind::Service, Some(backend)) => self.path_to(backend),
+                (PeerKind::Service, None) => Path::Unknown,
+                _ => self.path_to(remote),
             };
             let peer = Peer {
                 kind: known.kind,
@@ -175,6 +184,45 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// The path to an address Kubernetes knows; unknown otherwise.
+    fn path_to(&self, ip: IpAddr) -> Path {
+        let Some(known) = self.index.peer(ip) else {
+            return Path::Unknown;
+        };
+        let on_this_node = match known.kind {
+            PeerKind::Node => known.name == self.index.node_name(),
+            _ => known.node == Some(self.index.node_name()),
+        };
+        match known.kind {
+            PeerKind::Service => Path::Unknown,
+            _ if on_this_node => Path::SameNode,
+            _ => between(&self.here, &known.place),
+        }
+    }
+
+    /// Where a client connection to a Service really went, from conntrack:
+    /// only for flows that keep the client's port (--flows.ports=all), the
+    /// one way to name a single connection's entry.
+    fn backend(&mut self, flow: &FlowEnds) -> Option<IpAddr> {
+        if flow.role != Role::Client || flow.local.port() == 0 {
+            return None;
+        }
+        let conntrack = self.conntrack.as_mut()?;
+        let known = self.index.peer(flow.remote.ip().to_canonical())?;
+        if known.kind != PeerKind::Service {
+            return None;
+        }
+        match conntrack.translated(flow.local, flow.remote) {
+            Ok(found) => found.map(|backend| backend.ip().to_canonical()),
+            Err(e) => {
+                tracing::debug!(error = %e, "conntrack lookup failed");
+                None
+            }
+        }
+    }
+}
+
 impl Identify for Resolver {
     fn refresh(&mut self) -> u64 {
         if changed(&self.kube) || changed(&self.networks) {
@@ -191,7 +239,12 @@ impl Identify for Resolver {
         let local = self.local(flow.cgroup);
         let (peer, path) = self.peer(flow);
         let identity = self.interner.intern(Identity::new(local, peer, path));
-        self.cache.insert(key, identity.clone());
+        // A Service's backend is per connection: the answer holds for this
+        // client port only.
+        let per_connection = identity.peer.kind == PeerKind::Service && self.conntrack.is_some();
+        if !per_connection {
+            self.cache.insert(key, identity.clone());
+        }
         identity
     }
 

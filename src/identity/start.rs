@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::cgroups::{find_cgroup2_mount, CgroupSettings, Cgroups};
+use super::conntrack::Conntrack;
 use super::kubernetes::{self, KubeHealth, KubeIndex, KubeSettings};
 use super::networks::{self, LabelsFile, LabelsStats};
 use super::resolver::{Resolver, ThisNode};
@@ -29,6 +30,8 @@ pub struct IdentityConfig {
     pub cgroup_attribution: bool,
     /// --cgroup.root; the first cgroup2 mount without it.
     pub cgroup_root: Option<PathBuf>,
+    /// --conntrack.netns; the exporter's own namespace without it.
+    pub conntrack_netns: Option<PathBuf>,
 }
 
 /// The health of each fact source that runs, for the self-metrics.
@@ -107,7 +110,16 @@ pub async fn start(config: &IdentityConfig) -> Result<(Resolver, IdentityHealth)
             region: config.node_region.as_deref().map(Arc::from),
         },
     };
-    Ok((Resolver::new(node, kube, networks, cgroups), health))
+    let mut resolver = Resolver::new(node, kube, networks, cgroups);
+    match Conntrack::open(config.conntrack_netns.as_deref()) {
+        Ok(conntrack) => resolver = resolver.with_conntrack(conntrack),
+        // Asked for: a promise the exporter cannot keep.
+        Err(e) if config.conntrack_netns.is_some() => {
+            return Err(anyhow::anyhow!("--conntrack.netns: {e}"));
+        }
+        Err(e) => info!(reason = %e, "Service backends not resolved from conntrack"),
+    }
+    Ok((resolver, health))
 }
 
 /// SIGHUP asks an exporter to reload; without --labels.file there is

@@ -96,6 +96,31 @@ impl StandIn {
     }
 }
 
+impl StandIn {
+    /// Connections from inside the namespace to `service` go to `backend`
+    /// instead, as kube-proxy's DNAT sends them (nftables, output hook: the
+    /// clients are local to the namespace).
+    pub fn dnat(&self, service: Ipv4Addr, backend: Ipv4Addr) {
+        let rules = format!(
+            "table ip tfe_nat {{\n chain out {{\n  type nat hook output priority -100;\n  \
+             ip daddr {service} tcp dport {port} dnat to {backend}:{port}\n }}\n}}\n",
+            port = self.port
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nft (scripts/install-deps.sh --test installs it)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft -f: {rules}");
+    }
+}
+
 impl Drop for StandIn {
     fn drop(&mut self) {
         let _ = Command::new("ip")
