@@ -228,6 +228,10 @@ impl Identify for Resolver {
         if changed(&self.kube) || changed(&self.networks) {
             self.take_facts();
         }
+        // The cache serves the flows of one read that share their ends; kept
+        // longer it would hold an entry per flow for nothing (about 100
+        // bytes each), since a bound flow asks again only when facts change.
+        self.cache.clear();
         self.generation
     }
 

@@ -1,8 +1,9 @@
 //! The exported series: a slab of running totals, and an index from labels
-//! to slot so that keys with equal labels share one.
+//! to slot so that keys with equal labels share one. The index holds slot
+//! numbers only and compares against the slab, so no series' labels are
+//! stored twice (80 bytes a series).
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -59,14 +60,13 @@ impl Series {
 
 pub type SeriesId = u32;
 
-type Index = HashMap<SeriesLabels, SeriesId, foldhash::fast::RandomState>;
-
 /// Series by slot, reused after expiry, and by labels.
 #[derive(Debug, Default)]
 pub struct SeriesSet {
     slots: Vec<Option<Series>>,
     free: Vec<SeriesId>,
-    by_labels: Index,
+    by_labels: hashbrown::HashTable<SeriesId>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl SeriesSet {
@@ -81,14 +81,21 @@ impl SeriesSet {
     /// The series with these labels, made with no bytes if there is none and
     /// fewer than `limit` exist; `None` if the set is full.
     pub fn find_or_add(&mut self, labels: SeriesLabels, limit: usize) -> Option<SeriesId> {
-        if let Some(&id) = self.by_labels.get(&labels) {
+        let hash = self.hasher.hash_one(&labels);
+        let slots = &self.slots;
+        let same = |id: &SeriesId| {
+            slots[*id as usize]
+                .as_ref()
+                .is_some_and(|s| s.labels == labels)
+        };
+        if let Some(&id) = self.by_labels.find(hash, same) {
             return Some(id);
         }
         if self.by_labels.len() >= limit {
             return None;
         }
         let series = Series {
-            labels: labels.clone(),
+            labels,
             sent: 0,
             received: 0,
             last_seen_ns: 0,
@@ -103,7 +110,12 @@ impl SeriesSet {
                 (self.slots.len() - 1) as SeriesId
             }
         };
-        self.by_labels.insert(labels, id);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let rehash = |id: &SeriesId| {
+            let series = slots[*id as usize].as_ref().expect("indexed series exist");
+            hasher.hash_one(&series.labels)
+        };
+        self.by_labels.insert_unique(hash, id, rehash);
         Some(id)
     }
 
@@ -126,7 +138,10 @@ impl SeriesSet {
             let id = id as SeriesId;
             if slot.as_ref().is_some_and(|series| dropped(id, series)) {
                 let series = slot.take().expect("checked above");
-                self.by_labels.remove(&series.labels);
+                let hash = self.hasher.hash_one(&series.labels);
+                if let Ok(entry) = self.by_labels.find_entry(hash, |&other| other == id) {
+                    entry.remove();
+                }
                 self.free.push(id);
                 removed += 1;
             }

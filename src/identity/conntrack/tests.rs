@@ -300,9 +300,8 @@ fn bad_namespace_paths() {
     use super::Conntrack;
     use std::path::Path;
 
-    let missing = Conntrack::open(Some(Path::new("/nonexistent/tfe-netns")))
-        .err()
-        .expect("no such path");
+    let missing =
+        Conntrack::open(Some(Path::new("/nonexistent/tfe-netns"))).expect_err("no such path");
     assert_eq!(
         missing.to_string(),
         "bad network namespace path /nonexistent/tfe-netns: No such file or directory (os error 2)"
