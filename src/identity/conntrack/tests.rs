@@ -307,9 +307,7 @@ fn bad_namespace_paths() {
         "bad network namespace path /nonexistent/tfe-netns: No such file or directory (os error 2)"
     );
     // setns checks the namespace's type before any privilege.
-    let uts = Conntrack::open(Some(Path::new("/proc/self/ns/uts")))
-        .err()
-        .expect("not a netns");
+    let uts = Conntrack::open(Some(Path::new("/proc/self/ns/uts"))).expect_err("not a netns");
     assert_eq!(
         uts.to_string(),
         "bad network namespace path /proc/self/ns/uts: not a network namespace"
