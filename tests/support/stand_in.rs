@@ -35,7 +35,10 @@ fn ip(args: &[&str]) {
 impl StandIn {
     /// The namespace with `addresses`, and a server on every one of them.
     pub fn new(addresses: &[Ipv4Addr]) -> StandIn {
-        let name = format!("tfe-id-{}", std::process::id());
+        // One per test: tests of one binary run at once, in one process.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("tfe-id-{}-{n}", std::process::id());
         ip(&["netns", "add", &name]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         for address in addresses {
@@ -253,9 +256,12 @@ pub struct TestCgroup {
 }
 
 impl TestCgroup {
-    /// `relative` under this test process's directory of the cgroup2 mount.
+    /// `relative` under a directory of its own in the cgroup2 mount, so
+    /// that tests running at once never share (or remove) each other's.
     pub fn new(root: &Path, relative: &str) -> TestCgroup {
-        let base = root.join(format!("tfe-test-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = root.join(format!("tfe-test-{}-{n}", std::process::id()));
         let path = base.join(relative);
         std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         TestCgroup { path, base }
