@@ -212,7 +212,7 @@ fn bpf_hash_maps(pid: u32) -> Vec<((u32, u32), u32)> {
 }
 
 /// --sockets.max sizes every map it names, in the kernel: the socket
-/// backend's socket_states (key 8, value 120) and closed_sockets (16, 72),
+/// backend's socket_states (key 8, value 128) and closed_sockets (16, 80),
 /// the per-event backends' socket_roles (8, 4).
 #[test]
 #[ignore = "needs root to load BPF: scripts/test.sh runs it"]
@@ -223,7 +223,7 @@ fn root_sockets_max_sizes_the_socket_maps() {
     let sized = |sizes: (u32, u32)| maps.iter().find(|(s, _)| *s == sizes).map(|(_, max)| *max);
     let socket = exporter.scrape().text.contains(r#"backend="socket""#);
     let expected: &[(&str, (u32, u32))] = if socket {
-        &[("socket_states", (8, 120)), ("closed_sockets", (16, 72))]
+        &[("socket_states", (8, 128)), ("closed_sockets", (16, 80))]
     } else {
         &[("socket_roles", (8, 4))]
     };
