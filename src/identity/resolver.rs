@@ -231,7 +231,8 @@ impl Identify for Resolver {
         // The cache serves the flows of one read that share their ends; kept
         // longer it would hold an entry per flow for nothing (about 100
         // bytes each), since a bound flow asks again only when facts change.
-        self.cache.clear();
+        // Its memory goes too: a burst of new flows must not pin it.
+        self.cache = HashMap::default();
         self.generation
     }
 
