@@ -109,6 +109,11 @@ fn series(scrape: &Scrape) -> Vec<(BTreeMap<String, String>, u64, u64)> {
         .collect()
 }
 
+/// A label's value; an empty one is not written at all.
+fn value_of<'a>(labels: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+    labels.get(name).map_or("", String::as_str)
+}
+
 fn parse_labels(text: &str) -> BTreeMap<String, String> {
     text.split("\",")
         .map(|pair| {
@@ -126,10 +131,7 @@ fn one(
 ) -> (BTreeMap<String, String>, u64, u64) {
     let found: Vec<_> = all
         .iter()
-        .filter(|(labels, _, _)| {
-            want.iter()
-                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-        })
+        .filter(|(labels, _, _)| want.iter().all(|(k, v)| value_of(labels, k) == *v))
         .collect();
     assert_eq!(
         found.len(),
@@ -462,10 +464,9 @@ fn wait_for_series(exporter: &Exporter, want: &[(&str, &str)], sent: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let all = series(&exporter.scrape());
-        let found = all.iter().find(|(labels, _, _)| {
-            want.iter()
-                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-        });
+        let found = all
+            .iter()
+            .find(|(labels, _, _)| want.iter().all(|(k, v)| value_of(labels, k) == *v));
         if found.is_some_and(|(_, s, _)| *s == sent) {
             return;
         }
@@ -486,7 +487,8 @@ fn wait_for_peer(exporter: &Exporter, stand_in: &StandIn, ip: Ipv4Addr, name: &s
         exchange_open(stand_in.connect(VM, ip), 0, 10);
         let all = series(&exporter.scrape());
         let named = all.iter().any(|(labels, _, _)| {
-            want.iter().all(|(k, v)| labels.get(*k) == Some(v)) && labels["dst_name"] == name
+            want.iter().all(|(k, v)| value_of(labels, k) == v)
+                && value_of(labels, "dst_name") == name
         });
         if named {
             return;

@@ -94,7 +94,7 @@ macro_rules! overflow_marker {
 }
 pub const OVERFLOW_MARKER: &str = overflow_marker!();
 
-/// The overflow flow's labels; its identity labels are empty.
+/// The overflow flow's labels; it has no identity labels (all empty).
 pub const OVERFLOW_LABELS: &str = concat!(
     r#"src_ip=""#,
     overflow_marker!(),
@@ -102,8 +102,7 @@ pub const OVERFLOW_LABELS: &str = concat!(
     overflow_marker!(),
     r#"",dst_port="",role=""#,
     overflow_marker!(),
-    r#"""#,
-    r#",src_namespace="",src_pod="",src_workload="",dst_kind="",dst_namespace="",dst_name="",dst_workload="",path="""#
+    r#"""#
 );
 
 fn header(out: &mut ChunkedText, family: &Family, format: Format) {

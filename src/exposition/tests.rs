@@ -76,10 +76,10 @@ fn text_format_has_exact_flow_samples() {
     let out = encoded(&table(), snapshot(), &info(), Format::Text);
     for line in [
         "# TYPE tcp_flow_sent_bytes_total counter",
-        r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="",dst_ip="127.0.0.1",dst_port="8080",role="client",src_namespace="",src_pod="",src_workload="",dst_kind="private",dst_namespace="",dst_name="",dst_workload="",path="unknown"} 1234"#,
-        r#"tcp_flow_received_bytes_total{src_ip="::1",src_port="8080",dst_ip="::1",dst_port="40001",role="unknown",src_namespace="",src_pod="",src_workload="",dst_kind="private",dst_namespace="",dst_name="",dst_workload="",path="unknown"} 18446744073709551615"#,
-        r#"tcp_flow_sent_bytes_total{src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow",src_namespace="",src_pod="",src_workload="",dst_kind="",dst_namespace="",dst_name="",dst_workload="",path=""} 107"#,
-        r#"tcp_flow_received_bytes_total{src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow",src_namespace="",src_pod="",src_workload="",dst_kind="",dst_namespace="",dst_name="",dst_workload="",path=""} 9"#,
+        r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="",dst_ip="127.0.0.1",dst_port="8080",role="client",dst_kind="private",path="unknown"} 1234"#,
+        r#"tcp_flow_received_bytes_total{src_ip="::1",src_port="8080",dst_ip="::1",dst_port="40001",role="unknown",dst_kind="private",path="unknown"} 18446744073709551615"#,
+        r#"tcp_flow_sent_bytes_total{src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow"} 107"#,
+        r#"tcp_flow_received_bytes_total{src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow"} 9"#,
         r#"tcp_flow_exporter_map_fill_ratio{map="flows"} 0.000030517578125"#,
         r#"tcp_flow_exporter_build_info{version="1.2.3",backend="tracepoint"} 1"#,
         r#"tcp_flow_exporter_map_entries{map="flows"} 2"#,
@@ -121,5 +121,5 @@ fn openmetrics_format_ends_with_eof() {
         out.contains("# TYPE tcp_flow_sent_bytes counter\n# UNIT tcp_flow_sent_bytes bytes\n"),
         "{out}"
     );
-    assert!(out.contains(r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="",dst_ip="127.0.0.1",dst_port="8080",role="client",src_namespace="",src_pod="",src_workload="",dst_kind="private",dst_namespace="",dst_name="",dst_workload="",path="unknown"} 1234"#), "{out}");
+    assert!(out.contains(r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="",dst_ip="127.0.0.1",dst_port="8080",role="client",dst_kind="private",path="unknown"} 1234"#), "{out}");
 }

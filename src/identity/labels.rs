@@ -85,7 +85,8 @@ pub struct Identity {
     pub local: Local,
     pub peer: Peer,
     pub path: Path,
-    /// `,src_namespace="…",…,path="…"`, escaped for the text formats.
+    /// `,src_namespace="…",…,path="…"`, escaped for the text formats, empty
+    /// values left out.
     text: Box<str>,
 }
 
@@ -101,8 +102,15 @@ impl Identity {
             &peer.workload,
             path.as_str(),
         ];
+        // An empty value is left out: Prometheus reads `x=""` as no label
+        // at all, and most peers have some (no namespace for an internet
+        // address, no pod for a host process), so this saves up to 125
+        // bytes a series, twice per scrape.
         let mut text = String::new();
         for (name, value) in LABEL_NAMES.iter().zip(values) {
+            if value.is_empty() {
+                continue;
+            }
             let _ = write!(text, ",{name}=\"");
             escape_into(&mut text, value);
             text.push('"');

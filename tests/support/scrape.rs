@@ -135,14 +135,22 @@ pub struct Scrape {
     full: HashMap<(String, String), u64>,
 }
 
-/// Where a flow series' identity labels begin.
-const IDENTITY_START: &str = ",src_namespace=";
-
-/// A flow series' labels without its identity labels.
+/// A flow series' own labels (src_ip … role), without the identity labels
+/// that follow them.
 pub fn flow_part(labels: &str) -> &str {
-    labels
-        .find(IDENTITY_START)
-        .map_or(labels, |at| &labels[..at])
+    let Some(role) = labels.find(",role=\"") else {
+        return labels;
+    };
+    let value = role + ",role=\"".len();
+    match labels[value..].find('"') {
+        Some(end) => &labels[..value + end + 1],
+        None => labels,
+    }
+}
+
+/// Whether a series is a flow counter's.
+fn is_flow_family(name: &str) -> bool {
+    name == "tcp_flow_sent_bytes_total" || name == "tcp_flow_received_bytes_total"
 }
 
 impl Scrape {
@@ -158,7 +166,7 @@ impl Scrape {
                 None => (series, ""),
             };
             if let Ok(v) = value.parse::<u64>() {
-                if labels.contains(IDENTITY_START) {
+                if is_flow_family(name) {
                     full.insert((name.to_owned(), labels.to_owned()), v);
                     *samples
                         .entry((name.to_owned(), flow_part(labels).to_owned()))

@@ -80,7 +80,12 @@ fn reference(flows: &[Flow], overflow: Overflow, format: Format) -> String {
             };
             let keys = ["src_ip", "src_port", "dst_ip", "dst_port", "role"];
             assert_eq!(values.len(), keys.len() + LABEL_NAMES.len());
-            for (key, value) in keys.iter().chain(&LABEL_NAMES).zip(values) {
+            // The flow's own labels always, identity labels when not empty.
+            let pairs = keys.iter().chain(&LABEL_NAMES).zip(values).enumerate();
+            for (key, value) in pairs
+                .filter(|(i, (_, v))| *i < keys.len() || !v.is_empty())
+                .map(|(_, pair)| pair)
+            {
                 let mut label = encoder.encode_label();
                 let mut k = label.encode_label_key()?;
                 key.encode(&mut k)?;
@@ -162,8 +167,8 @@ fn output_matches_prometheus_client_in_both_formats() {
         );
     }
     let text = text_in(Format::Text);
-    let id = r#",src_namespace="",src_pod="",src_workload="",dst_kind="private",dst_namespace="",dst_name="",dst_workload="",path="unknown""#;
-    let none = r#",src_namespace="",src_pod="",src_workload="",dst_kind="",dst_namespace="",dst_name="",dst_workload="",path="""#;
+    let id = r#",dst_kind="private",path="unknown""#;
+    let none = "";
     for line in [
         r#"tcp_flow_sent_bytes_total{src_ip="10.0.0.1",src_port="",dst_ip="192.168.255.254",dst_port="443",role="client"ID} 1"#,
         r#"tcp_flow_received_bytes_total{src_ip="127.0.0.1",src_port="8080",dst_ip="127.0.0.1",dst_port="",role="server"ID} 18446744073709551615"#,

@@ -9,7 +9,7 @@ fn local(workload: &str) -> Local {
 }
 
 #[test]
-fn text_follows_the_flow_labels_in_order_and_escaped() {
+fn text_follows_the_flow_labels_in_order_escaped_and_without_empty_values() {
     let peer = Peer {
         kind: PeerKind::Network,
         namespace: empty(),
@@ -19,7 +19,7 @@ fn text_follows_the_flow_labels_in_order_and_escaped() {
     let identity = Identity::new(local("web"), peer, Path::CrossZone);
     assert_eq!(
         identity.text(),
-        r#",src_namespace="shop",src_pod="web-1",src_workload="web",dst_kind="network",dst_namespace="",dst_name="vpc \"payments\"\\a\nb",dst_workload="",path="cross_zone""#
+        r#",src_namespace="shop",src_pod="web-1",src_workload="web",dst_kind="network",dst_name="vpc \"payments\"\\a\nb",path="cross_zone""#
     );
 }
 
