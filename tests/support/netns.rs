@@ -15,7 +15,8 @@ pub struct Netns {
     pub inner_ip: Ipv4Addr,
 }
 
-fn ip(args: &[&str]) {
+/// Runs ip(8), failing the test with its error output.
+pub fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip(8)");
     assert!(
         out.status.success(),

@@ -14,22 +14,13 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::netns::ip;
 use super::paths::inside;
 
 /// A namespace whose loopback carries every address given.
 pub struct StandIn {
     pub name: String,
     pub port: u16,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip(8)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl StandIn {
