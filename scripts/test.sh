@@ -28,9 +28,9 @@ fi
 # What this kernel must do, from its row in tests/kernels.conf.
 kernel=$(uname -r | cut -d. -f1,2)
 row=$(awk -v k="$kernel" '$1 == k' tests/kernels.conf)
-native_backends=""
+native_backends="" native_deep=""
 if [ -n "$row" ]; then
-    read -r _ _ native_backends TFE_EXPECT_AUTO TFE_UNSUPPORTED <<< "$row"
+    read -r _ _ native_backends TFE_EXPECT_AUTO TFE_UNSUPPORTED native_deep <<< "$row"
     [ "$TFE_UNSUPPORTED" = - ] && TFE_UNSUPPORTED=""
     export TFE_EXPECT_AUTO TFE_UNSUPPORTED
     # tests/agreement.rs runs identical traffic under each of them.
@@ -40,10 +40,11 @@ else
 fi
 
 cargo test --locked -- --include-ignored
-# The default run uses --probe=auto; every other backend this kernel must
-# support gets the traffic tests too (the same test binaries that
-# scripts/kernel-matrix.sh runs per backend).
-for backend in ${native_backends//,/ }; do
+# The default run uses --probe=auto; every other `deep` backend of this
+# kernel's row gets the traffic tests too (the same test binaries that
+# scripts/kernel-matrix.sh runs per deep backend).
+[ "$native_deep" = - ] && native_deep=""
+for backend in ${native_deep//,/ }; do
     [ "$backend" = "${TFE_EXPECT_AUTO:-}" ] && continue
     echo "test.sh: traffic tests with --probe=$backend"
     TFE_PROBE=$backend cargo test --locked --test counting --test closing --test flow_keys \

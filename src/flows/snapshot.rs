@@ -46,6 +46,18 @@ pub struct Unresolved {
     pub dst: u64,
 }
 
+impl Unresolved {
+    pub fn add(&mut self, other: Unresolved) {
+        self.src += other.src;
+        self.dst += other.dst;
+    }
+
+    pub fn sub(&mut self, other: Unresolved) {
+        self.src -= other.src;
+        self.dst -= other.dst;
+    }
+}
+
 impl Snapshot {
     /// Everything that has no flow of its own: the overflow flow's counters.
     pub fn overflow(&self) -> Overflow {

@@ -32,7 +32,7 @@ use super::key::{decode_key, Flow, Role};
 use super::snapshot::Unresolved;
 use crate::identity::labels::Identity;
 use crate::identity::resolver::{FlowEnds, Identify};
-use crate::identity::{Anonymous, PeerKind};
+use crate::identity::Anonymous;
 use crate::kernel::skel::{from_bytes, FlowBytes, FlowKey, FlowKeyBytes};
 use crate::source::{FlowSink, Overflow};
 
@@ -91,6 +91,11 @@ pub struct FlowTable {
     generation: u64,
     limit: usize,
     idle_timeout_ns: u64,
+    /// No key or series can be idle at or before this CLOCK_MONOTONIC time:
+    /// the oldest `last_seen_ns` plus the timeout. Growth only moves
+    /// `last_seen_ns` forward, except where a key or series first grows
+    /// ([`Self::grow`]), which lowers this.
+    earliest_expiry_ns: u64,
     /// Bytes of flows that found the table at its limit.
     pub overflow: Overflow,
     /// Series dropped for idleness since start.
@@ -125,6 +130,7 @@ impl FlowTable {
             identify,
             limit,
             idle_timeout_ns,
+            earliest_expiry_ns: 0,
             overflow: Overflow::default(),
             expired: 0,
             undecodable: 0,
@@ -223,7 +229,12 @@ impl FlowTable {
         })
     }
 
+    /// Growth of a key whose binding is new or changed; the fast paths in
+    /// [`FlowSink`] handle the rest.
     fn grow(&mut self, key: &FlowKeyBytes, series: SeriesId, sent: u64, received: u64, seen: u64) {
+        // A new key or series may be older than everything kept so far.
+        let expiry = seen.saturating_add(self.idle_timeout_ns);
+        self.earliest_expiry_ns = self.earliest_expiry_ns.min(expiry);
         self.series.get_mut(series).grow(sent, received, seen);
         if let Some(bound) = self.keys.get_mut(key) {
             bound.last_seen_ns = bound.last_seen_ns.max(seen);
@@ -235,23 +246,34 @@ impl FlowTable {
     /// scrape took bytes from stays, with its series, until the drain
     /// settles it, whatever the timeout: dropped earlier, the drain would
     /// count those bytes again in a new series.
+    ///
+    /// Nothing can be idle before [`Self::earliest_expiry_ns`], so until
+    /// then this costs nothing; scrapes and maintenance call it often.
     pub fn expire(&mut self, now_ns: u64) {
+        if now_ns <= self.earliest_expiry_ns {
+            return;
+        }
         let timeout = self.idle_timeout_ns;
         let idle = |seen: u64| now_ns.saturating_sub(seen) > timeout;
+        // The oldest `last_seen_ns` of what stays, for the next bound.
+        let mut oldest = u64::MAX;
         let mut pinned = vec![false; self.series_slots()];
         self.keys.retain(|_, bound| {
-            let unsettled = bound.taken != Taken::default();
-            if unsettled {
+            let stays = bound.taken != Taken::default() || !idle(bound.last_seen_ns);
+            if stays {
                 pinned[bound.series as usize] = true;
+                oldest = oldest.min(bound.last_seen_ns);
             }
-            unsettled || !idle(bound.last_seen_ns)
+            stays
         });
-        for bound in self.keys.values() {
-            pinned[bound.series as usize] = true;
-        }
-        self.expired += self
-            .series
-            .remove_where(|id, series| !pinned[id as usize] && idle(series.last_seen_ns));
+        self.expired += self.series.remove_where(|id, series| {
+            let dropped = !pinned[id as usize] && idle(series.last_seen_ns);
+            if !dropped {
+                oldest = oldest.min(series.last_seen_ns);
+            }
+            dropped
+        });
+        self.earliest_expiry_ns = oldest.saturating_add(timeout);
     }
 
     fn series_slots(&self) -> usize {
@@ -265,14 +287,7 @@ impl FlowTable {
 
     /// How many series have an end identity could not name.
     pub fn unresolved(&self) -> Unresolved {
-        let mut unresolved = Unresolved::default();
-        for series in self.series.iter() {
-            let identity = &series.labels.identity;
-            let local = &identity.local;
-            unresolved.src += u64::from(local.pod.is_empty() && local.workload.is_empty());
-            unresolved.dst += u64::from(identity.peer.kind == PeerKind::Private);
-        }
-        unresolved
+        self.series.unresolved()
     }
 
     /// Every series as a flow: for the pages, which show few of them.

@@ -57,6 +57,19 @@ fn idle_flows_expire_and_free_room() {
 }
 
 #[test]
+fn a_new_flow_older_than_every_kept_one_still_expires_on_time() {
+    let mut table = FlowTable::new(10, 100);
+    add(&mut table, 1, 10, 0, 1_000);
+    // Nothing can be idle before 1_100 now; this pass learns that.
+    table.expire(1_050);
+    // A kernel entry last written long ago, first read now.
+    add(&mut table, 2, 5, 0, 500);
+    table.expire(601);
+    assert_eq!(totals(&table), vec![(1, 10, 0)]);
+    assert_eq!(table.expired, 1);
+}
+
+#[test]
 fn each_byte_is_added_once_across_scrape_reads_and_the_drain() {
     let mut table = FlowTable::new(10, u64::MAX);
     credit(&mut table, 1, 10, 0, 5);
@@ -267,6 +280,31 @@ fn a_new_identity_without_room_overflows_and_the_old_series_keeps_its_bytes() {
     table.table_drained();
     assert_eq!(by_workload(&table), vec![("old".into(), 10, 0)]);
     assert_eq!(table.overflow.sent, 10, "4 at the scrape, 6 at the drain");
+}
+
+#[test]
+fn unresolved_counts_follow_series_as_they_come_and_go() {
+    use crate::test_support::key_in_cgroup;
+    let (mut table, script) = scripted_table(10, 100);
+    script.set(7, "web");
+    table.refresh_identity();
+    table.add(&key_in_cgroup(1, 7), 1, 0, 1_000);
+    table.add(&key_in_cgroup(2, 8), 1, 0, 1_000);
+    table.add(&key_in_cgroup(3, 9), 1, 0, 1_050);
+    let unresolved = |src| Unresolved { src, dst: 0 };
+    assert_eq!(
+        table.unresolved(),
+        unresolved(2),
+        "cgroups 8 and 9 have no name"
+    );
+    table.expire(1_120);
+    assert_eq!(
+        table.unresolved(),
+        unresolved(1),
+        "cgroup 8's series expired"
+    );
+    table.expire(1_151);
+    assert_eq!(table.unresolved(), unresolved(0));
 }
 
 fn credit_key(table: &mut FlowTable, key: &FlowKeyBytes, sent: u64, received: u64, at: u64) {
