@@ -15,6 +15,7 @@
 //! `main.rs` (with [`cli`]) wires them together.
 
 pub mod cli;
+pub mod config_file;
 pub mod exposition;
 pub mod flows;
 pub mod identity;

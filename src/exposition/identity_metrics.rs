@@ -126,7 +126,7 @@ pub fn encode(
                 None,
                 MetricType::Gauge,
             )?
-            .encode_gauge(&labels.networks_loaded())?;
+            .encode_gauge(&labels.entries_loaded())?;
     }
     Ok(())
 }

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! The narrowest network holding an address names it. The file is read in
-//! the background ([`keep_loaded`]); a scrape only looks up the current set.
+//! the background ([`crate::config_file::keep_loaded`]); a scrape only looks up the current set.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -22,18 +22,17 @@ use ipnet::IpNet;
 
 use super::Place;
 
-mod file;
 mod index;
-mod keep_loaded;
 mod locate;
 mod parse;
 
-pub use file::LabelsFile;
-pub use keep_loaded::{keep_loaded, LabelsStats};
-pub use parse::LabelsError;
+use crate::config_file::{ConfigError, Loadable, WatchedFile};
+
+/// The labels file, kept loaded by [`crate::config_file::keep_loaded`].
+pub type LabelsFile = WatchedFile<Networks>;
 
 #[cfg(test)]
-mod scratch;
+pub(crate) mod scratch;
 #[cfg(test)]
 mod tests;
 
@@ -62,14 +61,14 @@ impl Networks {
     }
 
     /// Parses a labels file's text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Networks, LabelsError> {
+    pub fn parse(text: &str, origin: &str) -> Result<Networks, ConfigError> {
         parse::parse(text, origin)
     }
 
     /// Reads and parses the labels file at `path`.
-    pub fn load(path: &Path) -> Result<Networks, LabelsError> {
+    pub fn load(path: &Path) -> Result<Networks, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| LabelsError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             origin: origin.clone(),
             source,
         })?;
@@ -105,6 +104,26 @@ impl Networks {
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+}
+
+impl Loadable for Networks {
+    const WHAT: &'static str = "labels";
+
+    fn parse(
+        text: &str,
+        origin: &str,
+        _before: Option<&Networks>,
+    ) -> Result<Networks, ConfigError> {
+        parse::parse(text, origin)
+    }
+
+    fn entries(&self) -> usize {
+        self.len()
+    }
+
+    fn summary(&self) -> String {
+        format!("{} named networks", self.len())
     }
 }
 

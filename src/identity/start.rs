@@ -14,9 +14,10 @@ use tracing::{info, warn};
 use super::cgroups::{find_cgroup2_mount, CgroupSettings, Cgroups};
 use super::conntrack::Conntrack;
 use super::kubernetes::{self, KubeHealth, KubeIndex, KubeSettings};
-use super::networks::{self, LabelsFile, LabelsStats};
+use super::networks::LabelsFile;
 use super::resolver::{Resolver, ThisNode};
 use super::Place;
+use crate::config_file::{self, FileStats};
 
 /// What the flags ask of identity.
 #[derive(Clone, Debug)]
@@ -38,7 +39,7 @@ pub struct IdentityConfig {
 #[derive(Clone, Debug, Default)]
 pub struct IdentityHealth {
     pub kubernetes: Option<Arc<KubeHealth>>,
-    pub labels: Option<Arc<LabelsStats>>,
+    pub labels: Option<Arc<FileStats>>,
 }
 
 /// How long start-up waits for the first full list of every watched kind,
@@ -58,10 +59,10 @@ pub async fn start(config: &IdentityConfig) -> Result<(Resolver, IdentityHealth)
     let networks = match &config.labels_file {
         Some(path) => {
             let file = LabelsFile::open(path).map_err(|e| anyhow::anyhow!("--labels.file: {e}"))?;
-            let stats = Arc::new(LabelsStats::default());
+            let stats = Arc::new(FileStats::default());
             let (publish, receive) = watch::channel(file.current());
             info!(networks = file.current().len(), path = %path.display(), "named networks loaded");
-            tokio::spawn(networks::keep_loaded(file, publish, stats.clone()));
+            tokio::spawn(config_file::keep_loaded(file, publish, stats.clone()));
             health.labels = Some(stats);
             Some(receive)
         }

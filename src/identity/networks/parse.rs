@@ -13,51 +13,11 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::{locate, Network, Networks};
+use crate::config_file::ConfigError;
 use crate::identity::Place;
 
 #[cfg(test)]
 mod tests;
-
-/// Why a labels file was not loaded. Its Display is one line.
-#[derive(Debug, thiserror::Error)]
-pub enum LabelsError {
-    /// The file could not be read.
-    #[error("{origin}: cannot read: {source}")]
-    Read {
-        origin: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file was read but is not a valid labels file. `message` starts
-    /// with the field's path, as in `networks[2].cidr: ...`.
-    #[error("{origin}:{line}: {message}")]
-    Invalid {
-        origin: String,
-        line: usize,
-        message: String,
-    },
-}
-
-impl LabelsError {
-    fn from_yaml(origin: &str, error: &serde_yaml_ng::Error) -> LabelsError {
-        let mut message = error.to_string();
-        // serde_yaml_ng appends " at line L column C"; the line moves to
-        // the front, where editors and people look for it.
-        let line = match error.location() {
-            Some(location) => {
-                let suffix = format!(" at line {} column {}", location.line(), location.column());
-                message = message.replacen(&suffix, "", 1);
-                location.line()
-            }
-            None => 1,
-        };
-        LabelsError::Invalid {
-            origin: origin.to_string(),
-            line,
-            message: message.replace('\n', " "),
-        }
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,13 +102,13 @@ impl Visitor<'_> for LabelVisitor {
     }
 }
 
-pub(super) fn parse(text: &str, origin: &str) -> Result<Networks, LabelsError> {
+pub(super) fn parse(text: &str, origin: &str) -> Result<Networks, ConfigError> {
     // Option: an empty file (or one with only comments) is a null document,
     // which deserves its own message rather than "invalid type: unit".
     let document: Option<LabelsDocument> =
-        serde_yaml_ng::from_str(text).map_err(|error| LabelsError::from_yaml(origin, &error))?;
+        serde_yaml_ng::from_str(text).map_err(|error| ConfigError::from_yaml(origin, &error))?;
     let Some(document) = document else {
-        return Err(LabelsError::Invalid {
+        return Err(ConfigError::Invalid {
             origin: origin.to_string(),
             line: 1,
             message: "the file is empty: expected a `networks:` list".to_string(),
@@ -171,15 +131,15 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Networks, LabelsError> {
 }
 
 /// The error for `networks[again]` repeating the CIDR of `networks[first]`.
-fn listed_twice(text: &str, origin: &str, cidr: IpNet, first: usize, again: usize) -> LabelsError {
+fn listed_twice(text: &str, origin: &str, cidr: IpNet, first: usize, again: usize) -> ConfigError {
     let first_line = locate::error_at(text, first, "cidr", String::new())
         .and_then(|error| error.location())
         .map_or(0, |location| location.line());
     let message =
         format!("\"{cidr}\" is listed twice: networks[{first}] at line {first_line} has it too");
     match locate::error_at(text, again, "cidr", message.clone()) {
-        Some(error) => LabelsError::from_yaml(origin, &error),
-        None => LabelsError::Invalid {
+        Some(error) => ConfigError::from_yaml(origin, &error),
+        None => ConfigError::Invalid {
             origin: origin.to_string(),
             line: 1,
             message: format!("networks[{again}].cidr: {message}"),

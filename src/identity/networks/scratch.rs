@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh directory under the system temp dir, removed on drop.
-pub(super) struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    pub(super) fn new(test: &str) -> Scratch {
+    pub(crate) fn new(test: &str) -> Scratch {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "tfe-labels-{}-{}-{test}",
@@ -18,7 +18,7 @@ impl Scratch {
         Scratch(dir)
     }
 
-    pub(super) fn join(&self, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -30,13 +30,13 @@ impl Drop for Scratch {
 }
 
 /// A labels file naming one network.
-pub(super) fn one_network(cidr: &str, name: &str) -> String {
+pub(crate) fn one_network(cidr: &str, name: &str) -> String {
     format!("networks:\n  - cidr: {cidr}\n    name: {name}\n")
 }
 
 /// Replaces the file at `path` whole, by rename, as editors and the
 /// kubelet do: a poll never sees it half written.
-pub(super) fn replace(path: &std::path::Path, text: &str) {
+pub(crate) fn replace(path: &std::path::Path, text: &str) {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".new");
     std::fs::write(&temporary, text).unwrap();

@@ -2,7 +2,9 @@ use std::fs;
 use std::time::Duration;
 
 use super::*;
+use crate::config_file::WatchedFile;
 use crate::identity::networks::scratch::{one_network, replace, Scratch};
+use crate::identity::networks::Networks;
 
 const QUICK: Duration = Duration::from_millis(10);
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -34,9 +36,9 @@ async fn a_changed_file_is_published() {
     let scratch = Scratch::new("publish");
     let path = scratch.join("labels.yaml");
     fs::write(&path, one_network("10.0.0.0/8", "corp")).unwrap();
-    let file = LabelsFile::open(&path).unwrap();
+    let file = WatchedFile::<Networks>::open(&path).unwrap();
     let (publish, mut current) = watch::channel(file.current());
-    let stats = Arc::new(LabelsStats::new());
+    let stats = Arc::new(FileStats::new());
     let before = unix_now();
     tokio::spawn(keep_loaded_with(
         file,
@@ -45,7 +47,7 @@ async fn a_changed_file_is_published() {
         None,
         QUICK,
     ));
-    until(|| stats.networks_loaded() == 1).await;
+    until(|| stats.entries_loaded() == 1).await;
     assert_eq!(stats.reloads_succeeded(), 0);
 
     replace(
@@ -59,7 +61,7 @@ async fn a_changed_file_is_published() {
     assert_eq!(names(&current.borrow_and_update()), ["vpc", "test-net"]);
     assert_eq!(stats.reloads_succeeded(), 1);
     assert_eq!(stats.reloads_failed(), 0);
-    assert_eq!(stats.networks_loaded(), 2);
+    assert_eq!(stats.entries_loaded(), 2);
     let loaded = stats.last_load_unix_seconds();
     assert!(
         (before..=unix_now()).contains(&loaded),
@@ -72,9 +74,9 @@ async fn a_bad_file_is_counted_once_and_not_published() {
     let scratch = Scratch::new("bad");
     let path = scratch.join("labels.yaml");
     fs::write(&path, one_network("10.0.0.0/8", "corp")).unwrap();
-    let file = LabelsFile::open(&path).unwrap();
+    let file = WatchedFile::<Networks>::open(&path).unwrap();
     let (publish, mut current) = watch::channel(file.current());
-    let stats = Arc::new(LabelsStats::new());
+    let stats = Arc::new(FileStats::new());
     tokio::spawn(keep_loaded_with(
         file,
         publish,
@@ -93,7 +95,7 @@ async fn a_bad_file_is_counted_once_and_not_published() {
     assert_eq!(stats.reloads_succeeded(), 0);
     assert!(!current.has_changed().unwrap());
     assert_eq!(names(&current.borrow_and_update()), ["corp"]);
-    assert_eq!(stats.networks_loaded(), 1);
+    assert_eq!(stats.entries_loaded(), 1);
 }
 
 #[tokio::test]
@@ -105,9 +107,9 @@ async fn sighup_reloads_without_waiting_for_a_poll() {
     let scratch = Scratch::new("sighup");
     let path = scratch.join("labels.yaml");
     fs::write(&path, one_network("10.0.0.0/8", "corp")).unwrap();
-    let file = LabelsFile::open(&path).unwrap();
+    let file = WatchedFile::<Networks>::open(&path).unwrap();
     let (publish, mut current) = watch::channel(file.current());
-    let stats = Arc::new(LabelsStats::new());
+    let stats = Arc::new(FileStats::new());
     // The first poll happens at once; the next one in an hour.
     tokio::spawn(keep_loaded_with(
         file,
@@ -116,7 +118,7 @@ async fn sighup_reloads_without_waiting_for_a_poll() {
         Some(hangups),
         Duration::from_secs(3600),
     ));
-    until(|| stats.networks_loaded() == 1).await;
+    until(|| stats.entries_loaded() == 1).await;
     tokio::time::sleep(QUICK).await;
 
     fs::write(&path, one_network("10.20.0.0/16", "after-hangup")).unwrap();
@@ -136,12 +138,12 @@ async fn the_task_ends_when_nobody_listens() {
     let scratch = Scratch::new("closed");
     let path = scratch.join("labels.yaml");
     fs::write(&path, one_network("10.0.0.0/8", "corp")).unwrap();
-    let file = LabelsFile::open(&path).unwrap();
+    let file = WatchedFile::<Networks>::open(&path).unwrap();
     let (publish, current) = watch::channel(file.current());
     let task = tokio::spawn(keep_loaded_with(
         file,
         publish,
-        Arc::new(LabelsStats::new()),
+        Arc::new(FileStats::new()),
         None,
         QUICK,
     ));

@@ -2,6 +2,9 @@ use std::fs;
 use std::os::unix::fs::symlink;
 
 use super::*;
+use crate::identity::networks::Networks;
+
+type LabelsFile = WatchedFile<Networks>;
 use crate::identity::networks::scratch::{one_network, Scratch};
 
 fn names(file: &LabelsFile) -> Vec<String> {

@@ -1,5 +1,5 @@
-//! The background task that keeps the labels file loaded: on SIGHUP, and
-//! when the file changes on disk.
+//! The background task that keeps a configuration file loaded: on SIGHUP,
+//! and when the file changes on disk.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use super::{LabelsFile, Networks};
+use super::{Loadable, WatchedFile};
 
 #[cfg(test)]
 mod tests;
@@ -17,63 +17,63 @@ mod tests;
 /// How often the file's metadata is compared: one stat() a second.
 const POLL_PERIOD: Duration = Duration::from_secs(1);
 
-/// What the labels task did, for self-metrics.
+/// What a file's task did, for self-metrics.
 #[derive(Debug, Default)]
-pub struct LabelsStats {
+pub struct FileStats {
     reloads_succeeded: AtomicU64,
     reloads_failed: AtomicU64,
     last_load_unix_seconds: AtomicU64,
-    networks_loaded: AtomicU64,
+    entries_loaded: AtomicU64,
 }
 
-impl LabelsStats {
-    pub fn new() -> LabelsStats {
-        LabelsStats::default()
+impl FileStats {
+    pub fn new() -> FileStats {
+        FileStats::default()
     }
 
-    /// Reloads that replaced the networks (not counting the first load).
+    /// Reloads that replaced the contents (not counting the first load).
     pub fn reloads_succeeded(&self) -> u64 {
         self.reloads_succeeded.load(Ordering::Relaxed)
     }
 
-    /// Reloads that failed and left the old networks in force.
+    /// Reloads that failed and left the old contents in force.
     pub fn reloads_failed(&self) -> u64 {
         self.reloads_failed.load(Ordering::Relaxed)
     }
 
-    /// When the networks in force were loaded, in seconds since the epoch;
+    /// When the contents in force were loaded, in seconds since the epoch;
     /// 0 before [`keep_loaded`] starts.
     pub fn last_load_unix_seconds(&self) -> u64 {
         self.last_load_unix_seconds.load(Ordering::Relaxed)
     }
 
-    /// How many networks are in force.
-    pub fn networks_loaded(&self) -> u64 {
-        self.networks_loaded.load(Ordering::Relaxed)
+    /// How many entries (networks, prices) are in force.
+    pub fn entries_loaded(&self) -> u64 {
+        self.entries_loaded.load(Ordering::Relaxed)
     }
 
-    fn record_load(&self, file: &LabelsFile) {
+    fn record_load<T: Loadable>(&self, file: &WatchedFile<T>) {
         let seconds = file
             .loaded_at()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
         self.last_load_unix_seconds
             .store(seconds, Ordering::Relaxed);
-        self.networks_loaded
-            .store(file.current().len() as u64, Ordering::Relaxed);
+        self.entries_loaded
+            .store(file.current().entries() as u64, Ordering::Relaxed);
     }
 }
 
 /// Reloads `file` on SIGHUP and when it changes on disk (polled once a
-/// second), and publishes each new set. A bad file logs one warning and
-/// leaves the old set in force. Returns when every receiver is gone.
+/// second), and publishes each new version. A bad file logs one warning and
+/// leaves the old version in force. Returns when every receiver is gone.
 ///
-/// The current set at start is not published again: the channel is
-/// expected to have been created with `file.current()`.
-pub async fn keep_loaded(
-    file: LabelsFile,
-    publish: watch::Sender<Arc<Networks>>,
-    stats: Arc<LabelsStats>,
+/// The version at start is not published again: the channel is expected to
+/// have been created with `file.current()`.
+pub async fn keep_loaded<T: Loadable>(
+    file: WatchedFile<T>,
+    publish: watch::Sender<Arc<T>>,
+    stats: Arc<FileStats>,
 ) {
     let hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => Some(hangups),
@@ -91,10 +91,10 @@ pub async fn keep_loaded(
 /// [`keep_loaded`] with its signals and poll period given, for tests: a
 /// SIGHUP reaches every handler in the process, so only the test about
 /// SIGHUP listens for it.
-async fn keep_loaded_with(
-    mut file: LabelsFile,
-    publish: watch::Sender<Arc<Networks>>,
-    stats: Arc<LabelsStats>,
+async fn keep_loaded_with<T: Loadable>(
+    mut file: WatchedFile<T>,
+    publish: watch::Sender<Arc<T>>,
+    stats: Arc<FileStats>,
     mut hangups: Option<Signal>,
     period: Duration,
 ) {
@@ -115,8 +115,8 @@ async fn keep_loaded_with(
                 stats.reloads_succeeded.fetch_add(1, Ordering::Relaxed);
                 stats.record_load(&file);
                 tracing::info!(
-                    "loaded {} named networks from {}",
-                    file.current().len(),
+                    "loaded {} from {}",
+                    file.current().summary(),
                     file.path().display()
                 );
                 publish.send_replace(file.current());
@@ -124,8 +124,9 @@ async fn keep_loaded_with(
             Err(error) => {
                 stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    "labels not reloaded, the {} networks loaded before stay in force: {error}",
-                    file.current().len()
+                    "{} not reloaded, the {} loaded before stay in force: {error}",
+                    T::WHAT,
+                    file.current().summary()
                 );
             }
         }
