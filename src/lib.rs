@@ -16,6 +16,7 @@
 
 pub mod cli;
 pub mod config_file;
+pub mod cost;
 pub mod exposition;
 pub mod flows;
 pub mod identity;
