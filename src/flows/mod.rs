@@ -8,6 +8,7 @@
 pub mod key;
 pub mod maintenance;
 pub mod reader;
+pub mod selection;
 pub mod snapshot;
 pub mod table;
 

@@ -25,17 +25,24 @@
 //! added exactly once.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
+use self::classes::{ClassId, Classes};
 use self::series::{Series, SeriesId, SeriesLabels, SeriesSet};
 use super::key::{decode_key, Flow, Role};
+use super::selection::{FlowLabel, LabelSelection};
 use super::snapshot::Unresolved;
-use crate::identity::labels::Identity;
+use crate::cost::Prices;
+use crate::identity::labels::{Identity, Interner, ALL_SHOWN};
 use crate::identity::resolver::{FlowEnds, Identify};
 use crate::identity::Anonymous;
 use crate::kernel::skel::{from_bytes, FlowBytes, FlowKey, FlowKeyBytes};
 use crate::source::{FlowSink, Overflow};
 
+mod classes;
 pub mod series;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +72,8 @@ impl Taken {
 #[derive(Clone, Copy, Debug)]
 struct Bound {
     series: SeriesId,
+    /// What prices its bytes and whether its ends are named.
+    class: ClassId,
     /// The identity generation this binding was last checked against.
     checked: u64,
     /// CLOCK_MONOTONIC nanoseconds of the key's latest growth.
@@ -85,9 +94,16 @@ pub struct FlowTable {
     keys: Map<Bound>,
     series: SeriesSet,
     /// New flows a scrape found the table full for: what it took from each
-    /// into the overflow flow, until the drain settles them.
-    overflowed: Map<Taken>,
+    /// into the overflow flow, and their class, until the drain settles them.
+    overflowed: Map<(Taken, ClassId)>,
     identify: Box<dyn Identify>,
+    /// The labels series show (--flows.labels), and the identities cut
+    /// down to them.
+    selection: LabelSelection,
+    projected: Interner,
+    classes: Classes,
+    /// The prices in force (--cost.file), and where new ones come from.
+    prices: Option<(Arc<Prices>, watch::Receiver<Arc<Prices>>)>,
     generation: u64,
     limit: usize,
     idle_timeout_ns: u64,
@@ -98,6 +114,8 @@ pub struct FlowTable {
     earliest_expiry_ns: u64,
     /// Bytes of flows that found the table at its limit.
     pub overflow: Overflow,
+    /// What the overflow flow's bytes cost.
+    pub overflow_cost: f64,
     /// Series dropped for idleness since start.
     pub expired: u64,
     /// Kernel entries with an unknown address family (a bug if not 0).
@@ -107,7 +125,8 @@ pub struct FlowTable {
 /// What a key's growth is added to.
 enum Target {
     Series(SeriesId),
-    Overflow,
+    /// The overflow flow, priced by the key's class.
+    Overflow(ClassId),
     Undecodable,
 }
 
@@ -128,13 +147,41 @@ impl FlowTable {
             overflowed: Map::default(),
             generation: identify.refresh(),
             identify,
+            selection: LabelSelection::all(),
+            projected: Interner::default(),
+            classes: Classes::default(),
+            prices: None,
             limit,
             idle_timeout_ns,
             earliest_expiry_ns: 0,
             overflow: Overflow::default(),
+            overflow_cost: 0.0,
             expired: 0,
             undecodable: 0,
         }
+    }
+
+    /// Series show only these labels; flows that agree on them add into one.
+    pub fn with_selection(mut self, selection: LabelSelection) -> FlowTable {
+        self.selection = selection;
+        self
+    }
+
+    /// Bytes are priced at the newest prices `prices` holds.
+    pub fn with_prices(mut self, prices: watch::Receiver<Arc<Prices>>) -> FlowTable {
+        let current = prices.borrow().clone();
+        self.classes.reprice(Some(&current));
+        self.prices = Some((current, prices));
+        self
+    }
+
+    pub fn selection(&self) -> LabelSelection {
+        self.selection
+    }
+
+    /// The prices in force, if any.
+    pub fn prices(&self) -> Option<&Prices> {
+        self.prices.as_ref().map(|(current, _)| &**current)
     }
 
     /// Series exported now.
@@ -146,14 +193,22 @@ impl FlowTable {
         self.series.len() == 0
     }
 
-    /// Takes in the newest identity facts; call before each read.
+    /// Takes in the newest identity facts and prices; call before each
+    /// read. Bytes read from then on are priced at the new prices.
     pub fn refresh_identity(&mut self) {
         self.generation = self.identify.refresh();
+        if let Some((current, feed)) = &mut self.prices {
+            if feed.has_changed().unwrap_or(false) {
+                *current = feed.borrow_and_update().clone();
+                self.classes.reprice(Some(current));
+            }
+        }
     }
 
     /// Forgets identity facts no series needs; about once a minute.
     pub fn prune_identity(&mut self) {
         self.identify.prune();
+        self.projected.prune();
     }
 
     /// The series a key's growth goes to now. A known key whose identity
@@ -166,17 +221,25 @@ impl FlowTable {
         if bound.checked == self.generation {
             return Target::Series(bound.series);
         }
-        let mut labels = self.series.get(bound.series).labels.clone();
-        let identity = self.identity_of(&labels, from_bytes::<FlowKey>(key).cgroup);
-        if Arc::ptr_eq(&identity, &labels.identity) {
-            self.keys.get_mut(key).expect("bound").checked = self.generation;
+        let Some((full, class)) = self.full_labels(key) else {
+            return Target::Undecodable;
+        };
+        if class != bound.class {
+            self.classes.key_removed(bound.class);
+            self.classes.key_added(class);
+        }
+        let labels = self.project(full);
+        if labels == self.series.get(bound.series).labels {
+            let bound = self.keys.get_mut(key).expect("bound");
+            bound.checked = self.generation;
+            bound.class = class;
             return Target::Series(bound.series);
         }
-        labels.identity = identity;
         match self.series.find_or_add(labels, self.limit) {
             Some(series) => {
                 let bound = self.keys.get_mut(key).expect("bound");
                 bound.series = series;
+                bound.class = class;
                 bound.checked = self.generation;
                 Target::Series(series)
             }
@@ -185,19 +248,42 @@ impl FlowTable {
                 // with its old series, and its growth from now on is a new
                 // flow that overflows.
                 self.keys.remove(key);
+                self.classes.key_removed(class);
                 if bound.taken != Taken::default() {
-                    self.overflowed.insert(*key, bound.taken);
+                    self.overflowed.insert(*key, (bound.taken, class));
                 }
-                Target::Overflow
+                Target::Overflow(class)
             }
         }
     }
 
     fn bind_new(&mut self, key: &FlowKeyBytes) -> Target {
-        let kernel = from_bytes::<FlowKey>(key);
-        let Some((local, remote)) = decode_key(&kernel) else {
+        let Some((full, class)) = self.full_labels(key) else {
             return Target::Undecodable;
         };
+        let labels = self.project(full);
+        match self.series.find_or_add(labels, self.limit) {
+            Some(series) => {
+                let bound = Bound {
+                    series,
+                    class,
+                    checked: self.generation,
+                    last_seen_ns: 0,
+                    taken: Taken::default(),
+                };
+                self.keys.insert(*key, bound);
+                self.classes.key_added(class);
+                Target::Series(series)
+            }
+            None => Target::Overflow(class),
+        }
+    }
+
+    /// A key's labels with its full identity, and its class; `None` for an
+    /// unknown address family.
+    fn full_labels(&mut self, key: &FlowKeyBytes) -> Option<(SeriesLabels, ClassId)> {
+        let kernel = from_bytes::<FlowKey>(key);
+        let (local, remote) = decode_key(&kernel)?;
         let mut labels = SeriesLabels {
             local,
             remote,
@@ -205,19 +291,38 @@ impl FlowTable {
             identity: Anonymous::identity(),
         };
         labels.identity = self.identity_of(&labels, kernel.cgroup);
-        match self.series.find_or_add(labels, self.limit) {
-            Some(series) => {
-                let bound = Bound {
-                    series,
-                    checked: self.generation,
-                    last_seen_ns: 0,
-                    taken: Taken::default(),
-                };
-                self.keys.insert(*key, bound);
-                Target::Series(series)
-            }
-            None => Target::Overflow,
+        let prices = self.prices.as_ref().map(|(current, _)| &**current);
+        let class = self.classes.of(&labels.identity, prices);
+        Some((labels, class))
+    }
+
+    /// `labels` with only the chosen ones (--flows.labels) left: the others
+    /// set to one fixed value, so that flows differing only there are one
+    /// series.
+    fn project(&mut self, mut labels: SeriesLabels) -> SeriesLabels {
+        let chosen = self.selection;
+        if chosen.is_all() {
+            return labels;
         }
+        let nobody = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let cut = |addr: &mut SocketAddr, ip: FlowLabel, port: FlowLabel| {
+            if !chosen.has(ip) {
+                *addr = SocketAddr::new(nobody, addr.port());
+            }
+            if !chosen.has(port) {
+                addr.set_port(0);
+            }
+        };
+        cut(&mut labels.local, FlowLabel::SrcIp, FlowLabel::SrcPort);
+        cut(&mut labels.remote, FlowLabel::DstIp, FlowLabel::DstPort);
+        if !chosen.has(FlowLabel::Role) {
+            labels.role = Role::Unknown;
+        }
+        if chosen.identity() != ALL_SHOWN {
+            let projected = labels.identity.projected(chosen.identity());
+            labels.identity = self.projected.intern(projected);
+        }
+        labels
     }
 
     fn identity_of(&mut self, labels: &SeriesLabels, cgroup: u64) -> Arc<Identity> {
@@ -235,9 +340,21 @@ impl FlowTable {
         // A new key or series may be older than everything kept so far.
         let expiry = seen.saturating_add(self.idle_timeout_ns);
         self.earliest_expiry_ns = self.earliest_expiry_ns.min(expiry);
-        self.series.get_mut(series).grow(sent, received, seen);
+        let series = self.series.get_mut(series);
+        series.grow(sent, received, seen);
         if let Some(bound) = self.keys.get_mut(key) {
             bound.last_seen_ns = bound.last_seen_ns.max(seen);
+            if self.prices.is_some() {
+                series.cost += self.classes.rate(bound.class).cost(sent, received);
+            }
+        }
+    }
+
+    /// Growth that found no room: into the overflow flow.
+    fn overflow(&mut self, class: ClassId, sent: u64, received: u64) {
+        self.overflow.add(sent, received);
+        if self.prices.is_some() {
+            self.overflow_cost += self.classes.rate(class).cost(sent, received);
         }
     }
 
@@ -258,11 +375,14 @@ impl FlowTable {
         // The oldest `last_seen_ns` of what stays, for the next bound.
         let mut oldest = u64::MAX;
         let mut pinned = vec![false; self.series_slots()];
+        let classes = &mut self.classes;
         self.keys.retain(|_, bound| {
             let stays = bound.taken != Taken::default() || !idle(bound.last_seen_ns);
             if stays {
                 pinned[bound.series as usize] = true;
                 oldest = oldest.min(bound.last_seen_ns);
+            } else {
+                classes.key_removed(bound.class);
             }
             stays
         });
@@ -285,9 +405,9 @@ impl FlowTable {
         self.series.iter()
     }
 
-    /// How many series have an end identity could not name.
+    /// How many flows (kernel keys) have an end identity could not name.
     pub fn unresolved(&self) -> Unresolved {
-        self.series.unresolved()
+        self.classes.unresolved()
     }
 
     /// Every series as a flow: for the pages, which show few of them.
@@ -312,15 +432,17 @@ impl FlowSink for FlowTable {
         if let Some(bound) = self.keys.get_mut(key) {
             if bound.checked == self.generation {
                 bound.last_seen_ns = bound.last_seen_ns.max(seen_ns);
-                self.series
-                    .get_mut(bound.series)
-                    .grow(sent, received, seen_ns);
+                let series = self.series.get_mut(bound.series);
+                series.grow(sent, received, seen_ns);
+                if self.prices.is_some() {
+                    series.cost += self.classes.rate(bound.class).cost(sent, received);
+                }
                 return;
             }
         }
         match self.target(key) {
             Target::Series(series) => self.grow(key, series, sent, received, seen_ns),
-            Target::Overflow => self.overflow.add(sent, received),
+            Target::Overflow(class) => self.overflow(class, sent, received),
             Target::Undecodable => self.undecodable += 1,
         }
     }
@@ -335,14 +457,18 @@ impl FlowSink for FlowTable {
                 let (sent, received) = bound.taken.rest_of(counted);
                 bound.taken = taken;
                 bound.last_seen_ns = bound.last_seen_ns.max(seen);
-                self.series.get_mut(bound.series).grow(sent, received, seen);
+                let series = self.series.get_mut(bound.series);
+                series.grow(sent, received, seen);
+                if self.prices.is_some() {
+                    series.cost += self.classes.rate(bound.class).cost(sent, received);
+                }
                 return;
             }
         }
-        if let Some(before) = self.overflowed.get_mut(key) {
+        if let Some((before, class)) = self.overflowed.get(key).copied() {
             let (sent, received) = before.rest_of(counted);
-            self.overflow.add(sent, received);
-            *before = taken;
+            self.overflow(class, sent, received);
+            self.overflowed.insert(*key, (taken, class));
             return;
         }
         let before = self.keys.get(key).map_or(Taken::default(), |b| b.taken);
@@ -352,9 +478,9 @@ impl FlowSink for FlowTable {
                 self.grow(key, series, sent, received, seen);
                 self.keys.get_mut(key).expect("bound").taken = taken;
             }
-            Target::Overflow => {
-                self.overflow.add(sent, received);
-                self.overflowed.insert(*key, taken);
+            Target::Overflow(class) => {
+                self.overflow(class, sent, received);
+                self.overflowed.insert(*key, (taken, class));
             }
             // Left to the drain, which counts it once.
             Target::Undecodable => {}
@@ -362,9 +488,9 @@ impl FlowSink for FlowTable {
     }
 
     fn settle(&mut self, key: &FlowKeyBytes, counted: &FlowBytes) {
-        if let Some(taken) = self.overflowed.remove(key) {
+        if let Some((taken, class)) = self.overflowed.remove(key) {
             let (sent, received) = taken.rest_of(counted);
-            self.overflow.add(sent, received);
+            self.overflow(class, sent, received);
             return;
         }
         // The entry only grew after a scrape read it.

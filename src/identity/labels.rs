@@ -85,13 +85,58 @@ pub struct Identity {
     pub local: Local,
     pub peer: Peer,
     pub path: Path,
+    /// Which of [`LABEL_NAMES`] the series shows, one bit each
+    /// (--flows.labels); [`ALL_SHOWN`] unless projected.
+    shown: u8,
     /// `,src_namespace="…",…,path="…"`, escaped for the text formats, empty
-    /// values left out.
+    /// values and labels not shown left out.
     text: Box<str>,
 }
 
+/// Every identity label shown.
+pub const ALL_SHOWN: u8 = u8::MAX;
+
 impl Identity {
     pub fn new(local: Local, peer: Peer, path: Path) -> Identity {
+        Identity::showing(local, peer, path, ALL_SHOWN)
+    }
+
+    /// This identity with only the labels in `shown` (bits of
+    /// [`LABEL_NAMES`]): the others are emptied, or set to one fixed value
+    /// where they cannot be empty, so that identities differing only in
+    /// what is not shown are equal and their flows add into one series.
+    pub fn projected(&self, shown: u8) -> Identity {
+        let keep = |bit: usize, value: &Arc<str>| {
+            if shown & (1 << bit) != 0 {
+                value.clone()
+            } else {
+                empty()
+            }
+        };
+        let local = Local {
+            namespace: keep(0, &self.local.namespace),
+            pod: keep(1, &self.local.pod),
+            workload: keep(2, &self.local.workload),
+        };
+        let peer = Peer {
+            kind: if shown & (1 << 3) != 0 {
+                self.peer.kind
+            } else {
+                PeerKind::Private
+            },
+            namespace: keep(4, &self.peer.namespace),
+            name: keep(5, &self.peer.name),
+            workload: keep(6, &self.peer.workload),
+        };
+        let path = if shown & (1 << 7) != 0 {
+            self.path
+        } else {
+            Path::Unknown
+        };
+        Identity::showing(local, peer, path, shown)
+    }
+
+    fn showing(local: Local, peer: Peer, path: Path, shown: u8) -> Identity {
         let values: [&str; 8] = [
             &local.namespace,
             &local.pod,
@@ -107,8 +152,8 @@ impl Identity {
         // address, no pod for a host process), so this saves up to 125
         // bytes a series, twice per scrape.
         let mut text = String::new();
-        for (name, value) in LABEL_NAMES.iter().zip(values) {
-            if value.is_empty() {
+        for (bit, (name, value)) in LABEL_NAMES.iter().zip(values).enumerate() {
+            if value.is_empty() || shown & (1 << bit) == 0 {
                 continue;
             }
             let _ = write!(text, ",{name}=\"");
@@ -119,6 +164,7 @@ impl Identity {
             local,
             peer,
             path,
+            shown,
             text: text.into_boxed_str(),
         }
     }
@@ -131,7 +177,10 @@ impl Identity {
 
 impl PartialEq for Identity {
     fn eq(&self, other: &Self) -> bool {
-        self.path == other.path && self.peer == other.peer && self.local == other.local
+        self.path == other.path
+            && self.peer == other.peer
+            && self.local == other.local
+            && self.shown == other.shown
     }
 }
 
@@ -142,6 +191,7 @@ impl Hash for Identity {
         self.local.hash(state);
         self.peer.hash(state);
         self.path.hash(state);
+        self.shown.hash(state);
     }
 }
 

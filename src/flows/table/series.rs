@@ -8,9 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::flows::key::Role;
-use crate::flows::snapshot::Unresolved;
 use crate::identity::labels::Identity;
-use crate::identity::PeerKind;
 
 /// A series' labels. The identity is interned, so equal identities are one
 /// pointer and compare as such.
@@ -33,17 +31,6 @@ impl PartialEq for SeriesLabels {
 
 impl Eq for SeriesLabels {}
 
-impl SeriesLabels {
-    /// Which ends of this series identity could not name: 1 or 0 for each.
-    fn unresolved(&self) -> Unresolved {
-        let local = &self.identity.local;
-        Unresolved {
-            src: u64::from(local.pod.is_empty() && local.workload.is_empty()),
-            dst: u64::from(self.identity.peer.kind == PeerKind::Private),
-        }
-    }
-}
-
 impl Hash for SeriesLabels {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.local.hash(state);
@@ -61,6 +48,9 @@ pub struct Series {
     pub received: u64,
     /// CLOCK_MONOTONIC nanoseconds of the latest counted send or receive.
     pub last_seen_ns: u64,
+    /// What its bytes cost at the prices in force when they were read
+    /// (--cost.file); 0 without prices.
+    pub cost: f64,
 }
 
 impl Series {
@@ -80,9 +70,6 @@ pub struct SeriesSet {
     free: Vec<SeriesId>,
     by_labels: hashbrown::HashTable<SeriesId>,
     hasher: foldhash::fast::RandomState,
-    /// Kept as series come and go, so that a scrape does not visit every
-    /// series' identity to count them.
-    unresolved: Unresolved,
 }
 
 impl SeriesSet {
@@ -110,12 +97,12 @@ impl SeriesSet {
         if self.by_labels.len() >= limit {
             return None;
         }
-        self.unresolved.add(labels.unresolved());
         let series = Series {
             labels,
             sent: 0,
             received: 0,
             last_seen_ns: 0,
+            cost: 0.0,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -155,7 +142,6 @@ impl SeriesSet {
             let id = id as SeriesId;
             if slot.as_ref().is_some_and(|series| dropped(id, series)) {
                 let series = slot.take().expect("checked above");
-                self.unresolved.sub(series.labels.unresolved());
                 let hash = self.hasher.hash_one(&series.labels);
                 if let Ok(entry) = self.by_labels.find_entry(hash, |&other| other == id) {
                     entry.remove();
@@ -165,11 +151,6 @@ impl SeriesSet {
             }
         }
         removed
-    }
-
-    /// How many series have an end identity could not name.
-    pub fn unresolved(&self) -> Unresolved {
-        self.unresolved
     }
 
     /// Slots, used or free: every id is below it.

@@ -2,6 +2,7 @@
 //! scrape credited it or a drain settled it.
 
 use super::*;
+use crate::cost::Prices;
 use crate::test_support::{counted, key_with_port, totals_by_port};
 
 /// A drained kernel entry (the probes no longer write its table).
@@ -283,7 +284,7 @@ fn a_new_identity_without_room_overflows_and_the_old_series_keeps_its_bytes() {
 }
 
 #[test]
-fn unresolved_counts_follow_series_as_they_come_and_go() {
+fn unresolved_counts_follow_flows_as_they_come_and_go() {
     use crate::test_support::key_in_cgroup;
     let (mut table, script) = scripted_table(10, 100);
     script.set(7, "web");
@@ -309,4 +310,112 @@ fn unresolved_counts_follow_series_as_they_come_and_go() {
 
 fn credit_key(table: &mut FlowTable, key: &FlowKeyBytes, sent: u64, received: u64, at: u64) {
     table.credit(key, &counted(sent, received, at));
+}
+
+#[test]
+fn flows_that_agree_on_the_chosen_labels_add_into_one_series() {
+    use crate::flows::selection::LabelSelection;
+    use crate::test_support::key_in_cgroup;
+    let (table, script) = scripted_table(10, 100);
+    let mut table = table.with_selection(LabelSelection::parse("src_workload,role").unwrap());
+    // Two pods of one workload, on other ports, and another workload.
+    script.set(7, "web");
+    script.set(8, "web");
+    script.set(9, "batch");
+    table.refresh_identity();
+    table.add(&key_in_cgroup(1, 7), 10, 1, 1_000);
+    table.add(&key_in_cgroup(2, 8), 20, 2, 1_050);
+    table.add(&key_in_cgroup(3, 9), 4, 0, 1_050);
+    assert_eq!(
+        by_workload(&table),
+        vec![("batch".into(), 4, 0), ("web".into(), 30, 3)]
+    );
+    // One of web's flows ends: the series keeps its bytes and grows on.
+    table.expire(1_120);
+    table.add(&key_in_cgroup(2, 8), 5, 0, 1_130);
+    assert_eq!(
+        by_workload(&table),
+        vec![("batch".into(), 4, 0), ("web".into(), 35, 3)]
+    );
+    // A new flow of web joins the same series.
+    table.add(&key_in_cgroup(4, 7), 1, 1, 1_140);
+    assert_eq!(by_workload(&table)[1], ("web".into(), 36, 4));
+    let series = table
+        .series()
+        .find(|s| &*s.labels.identity.local.workload == "web");
+    let labels = &series.unwrap().labels;
+    assert_eq!(labels.local.port(), 0, "src_port is not shown");
+    assert_eq!(labels.identity.text(), ",src_workload=\"web\"");
+}
+
+fn priced_table(limit: usize) -> (FlowTable, watch::Sender<Arc<Prices>>) {
+    use crate::cost::{Price, Unit};
+    use crate::identity::labels::Path;
+    let prices = Prices::new(
+        "USD".into(),
+        Unit::Gib,
+        vec![(
+            Path::Loopback,
+            Price {
+                egress: Some(1.0),
+                ingress: Some(2.0),
+            },
+        )],
+        vec![],
+    );
+    let (publish, feed) = watch::channel(Arc::new(prices));
+    let (table, script) = scripted_table(limit, u64::MAX);
+    script.set(7, "web");
+    let mut table = table.with_prices(feed);
+    table.refresh_identity();
+    (table, publish)
+}
+
+const GIB: u64 = 1 << 30;
+
+#[test]
+fn bytes_are_priced_at_the_prices_in_force_when_they_are_read() {
+    use crate::cost::{Price, Unit};
+    use crate::identity::labels::Path;
+    use crate::test_support::key_in_cgroup;
+    let (mut table, publish) = priced_table(10);
+    let key = key_in_cgroup(1, 7);
+    table.add(&key, 2 * GIB, GIB, 5);
+    let cost = |table: &FlowTable| table.series().map(|s| s.cost).sum::<f64>();
+    assert_eq!(cost(&table), 2.0 * 1.0 + 1.0 * 2.0);
+    // Egress costs 3 from now on; what was read before keeps its price.
+    publish.send_replace(Arc::new(Prices::new(
+        "USD".into(),
+        Unit::Gib,
+        vec![(
+            Path::Loopback,
+            Price {
+                egress: Some(3.0),
+                ingress: None,
+            },
+        )],
+        vec![],
+    )));
+    table.add(&key, GIB, GIB, 6);
+    assert_eq!(
+        cost(&table),
+        4.0 + (1.0 + 2.0),
+        "not refreshed yet: old prices"
+    );
+    table.refresh_identity();
+    table.add(&key, GIB, GIB, 7);
+    assert_eq!(cost(&table), 7.0 + 3.0, "ingress left out: 0");
+}
+
+#[test]
+fn the_overflow_flow_is_priced_too() {
+    use crate::test_support::key_in_cgroup;
+    let (mut table, _publish) = priced_table(1);
+    table.add(&key_in_cgroup(1, 7), GIB, 0, 5);
+    // No room: a scrape's credit and the drain both go to the overflow flow.
+    let full = key_in_cgroup(2, 7);
+    table.credit(&full, &counted(GIB, 0, 5));
+    table.settle(&full, &counted(2 * GIB, GIB, 6));
+    assert_eq!(table.overflow.sent, 2 * GIB);
+    assert_eq!(table.overflow_cost, 2.0 + 2.0);
 }
