@@ -106,9 +106,8 @@ fn filled_table(n: u32) -> (FlowTable, Duration) {
 /// of a scrape.
 fn encode(n: u32) {
     use tcp_flow_exporter::exposition::chunked::WarmBuffers;
-    use tcp_flow_exporter::exposition::flow_families::{body_estimate, write};
+    use tcp_flow_exporter::exposition::flow_families::{body_estimate, write, OverflowTotals};
     use tcp_flow_exporter::exposition::Format;
-    use tcp_flow_exporter::source::Overflow;
     let (table, added) = filled_table(n);
     let mut times = Vec::new();
     let mut len = 0;
@@ -118,7 +117,7 @@ fn encode(n: u32) {
     for _ in 0..7 {
         let started = Instant::now();
         let (mut out, body) = buffers.writer(body_estimate(table.len()), false);
-        write(&mut out, &table, Overflow::default(), Format::Text);
+        write(&mut out, &table, OverflowTotals::default(), Format::Text);
         buffers.finish(out);
         times.push(started.elapsed());
         len = body.written().expect("a finished body").len();
@@ -143,14 +142,13 @@ fn gzip(n: u32) {
     use tcp_flow_exporter::exposition::chunked::{
         gzip_compressor, gzip_threads, WarmBuffers, CHUNK,
     };
-    use tcp_flow_exporter::exposition::flow_families::{body_estimate, write};
+    use tcp_flow_exporter::exposition::flow_families::{body_estimate, write, OverflowTotals};
     use tcp_flow_exporter::exposition::Format;
-    use tcp_flow_exporter::source::Overflow;
 
     let (table, _) = filled_table(n);
     let buffers = WarmBuffers::default();
     let (mut out, body) = buffers.writer(body_estimate(table.len()), false);
-    write(&mut out, &table, Overflow::default(), Format::Text);
+    write(&mut out, &table, OverflowTotals::default(), Format::Text);
     buffers.finish(out);
     let text = Bytes::from(body.written().expect("a finished body"));
     let threads = gzip_threads();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 
+use crate::flows::selection::LabelSelection;
 use crate::kernel::filter::{parse_cidr, FlowFilter, Loopback, PortRange, PortsMode};
 use crate::kernel::skel::Capacity;
 use crate::kernel::Backend;
@@ -57,6 +58,13 @@ pub struct Cli {
         value_parser = clap::value_parser!(u32).range(1..=16_777_216)
     )]
     pub flows_max: u32,
+
+    /// The labels the flow counters (bytes and cost) carry, comma-separated, from:
+    /// src_ip, src_port, dst_ip, dst_port, role, src_namespace, src_pod, src_workload,
+    /// dst_kind, dst_namespace, dst_name, dst_workload, path. Flows that agree on them
+    /// add into one series. Default: all of them.
+    #[arg(long = "flows.labels", value_name = "LABELS", value_parser = LabelSelection::parse)]
+    pub flow_labels: Option<LabelSelection>,
 
     /// Which ports a flow keeps. `server`: only the server's port, so all connections of
     /// one client to one server port are one flow. `all`: both, one flow per connection.
@@ -146,6 +154,11 @@ pub struct Cli {
     /// Kubernetes does not know. Reloaded on SIGHUP and when the file changes.
     #[arg(long = "labels.file", value_name = "PATH")]
     pub labels_file: Option<PathBuf>,
+
+    /// Prices per GB or GiB by path and named network (YAML: currency, unit, prices,
+    /// networks), for tcp_flow_cost_total. Reloaded on SIGHUP and when the file changes.
+    #[arg(long = "cost.file", value_name = "PATH")]
+    pub cost_file: Option<PathBuf>,
 
     /// The network namespace whose conntrack table says which backend a Service
     /// connection went to (e.g. /proc/1/ns/net, with hostPID). Without it the

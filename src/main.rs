@@ -11,6 +11,7 @@ use clap::Parser;
 use tracing::info;
 
 use tcp_flow_exporter::cli::{Cli, ListenAddress};
+use tcp_flow_exporter::cost;
 use tcp_flow_exporter::exposition::chunked::WarmBuffers;
 use tcp_flow_exporter::exposition::ExporterInfo;
 use tcp_flow_exporter::flows::{maintenance, FlowReader, FlowTable};
@@ -85,6 +86,14 @@ fn run(cli: Cli) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     let (resolver, identity_health) = runtime.block_on(start::start(&identity_config(&cli)))?;
+    let prices = match &cli.cost_file {
+        Some(path) => Some(
+            runtime
+                .block_on(async { cost::start(path) })
+                .map_err(|e| anyhow!("--cost.file: {e}"))?,
+        ),
+        None => None,
+    };
 
     let config = ProbeConfig {
         flows_max: cli.flows_max,
@@ -104,7 +113,12 @@ fn run(cli: Cli) -> Result<()> {
         cli.flows_max as usize,
         cli.idle_timeout.as_nanos().try_into().unwrap_or(u64::MAX),
         Box::new(resolver),
-    );
+    )
+    .with_selection(cli.flow_labels.unwrap_or_default());
+    let (table, cost_stats) = match prices {
+        Some((feed, stats)) => (table.with_prices(feed), Some(stats)),
+        None => (table, None),
+    };
     let programs = probe.program_handles().context("keeping program handles")?;
     let reader = FlowReader::new(source, table, programs, bpf_stats.is_some());
     let state = Arc::new(AppState {
@@ -115,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
             flows_max: cli.flows_max,
             sockets_max: cli.sockets_max,
             identity: identity_health,
+            cost: cost_stats,
         },
         telemetry_path: cli.telemetry_path.clone(),
         buffers: WarmBuffers::default(),

@@ -19,7 +19,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config_file::{ConfigError, Loadable, WatchedFile};
+use tokio::sync::watch;
+
+use crate::config_file::{self, ConfigError, FileStats, Loadable, WatchedFile};
 use crate::identity::labels::Path;
 
 mod parse;
@@ -28,6 +30,19 @@ mod tests;
 
 /// The cost file, kept loaded by [`crate::config_file::keep_loaded`].
 pub type CostFile = WatchedFile<Prices>;
+
+/// Loads the cost file at `path` and keeps it loaded in a task on the
+/// current runtime; an error here is a start-up error.
+pub fn start(
+    path: &std::path::Path,
+) -> Result<(watch::Receiver<Arc<Prices>>, Arc<FileStats>), ConfigError> {
+    let file = CostFile::open(path)?;
+    let stats = Arc::new(FileStats::new());
+    let (publish, receive) = watch::channel(file.current());
+    tracing::info!(path = %path.display(), "loaded {}", file.current().summary());
+    tokio::spawn(config_file::keep_loaded(file, publish, stats.clone()));
+    Ok((receive, stats))
+}
 
 /// Bytes per unit of `unit:`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

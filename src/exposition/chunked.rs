@@ -187,6 +187,12 @@ pub struct Span {
     end: u32,
 }
 
+impl Span {
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+}
+
 /// Text written into a warm buffer and handed to hyper in chunks.
 pub struct ChunkedText {
     /// The chunk being written; its spare room is the rest of the buffer.

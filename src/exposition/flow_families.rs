@@ -1,4 +1,5 @@
-//! The two flow counter families, written straight into the response text.
+//! The flow counter families, written straight into the response text: bytes
+//! sent and received, and with --cost.file what they cost.
 //!
 //! prometheus-client's encoder cost about 1.1 µs per series here (label
 //! values through `fmt::Display`, one `Write` call per fragment): 230 ms of
@@ -8,13 +9,17 @@
 //! two). `cargo bench --bench exporter -- encode` measures it (0.13 µs per
 //! flow at 100k flows); BENCHMARKS.md has the numbers.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::chunked::ChunkedText;
 use super::format::Format;
 use crate::flows::key::shown_port;
+use crate::flows::selection::{FlowLabel, LabelSelection};
+use crate::flows::table::series::SeriesLabels;
 use crate::flows::FlowTable;
+use crate::identity::labels::{escape_into, LABEL_NAMES};
 use crate::source::Overflow;
 
 struct Family {
@@ -31,6 +36,11 @@ const RECEIVED: Family = Family {
     name: "tcp_flow_received_bytes",
     help: "TCP payload bytes the local socket (src) received from its peer (dst).",
 };
+const COST: Family = Family {
+    name: "tcp_flow_cost",
+    help: "What the bytes cost at the --cost.file prices in force when they were read: sent \
+           bytes at the egress price, received bytes at the ingress price.",
+};
 
 /// Bytes a series line takes on average, to size the output once.
 const LINE_ESTIMATE: usize = 128;
@@ -41,45 +51,75 @@ pub fn body_estimate(flows: usize) -> usize {
     (flows + 1) * LINE_ESTIMATE * 2 + 64 * 1024
 }
 
-/// Appends both flow families, each with the overflow flow, to `out`.
-pub fn write(out: &mut ChunkedText, table: &FlowTable, overflow: Overflow, format: Format) {
+/// What the overflow flow adds to the families.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OverflowTotals {
+    pub bytes: Overflow,
+    pub cost: f64,
+}
+
+/// Appends the flow families, each with the overflow flow, to `out`: bytes
+/// sent and received, and their cost when the table has prices.
+pub fn write(out: &mut ChunkedText, table: &FlowTable, overflow: OverflowTotals, format: Format) {
+    let chosen = table.selection();
+    let currency = table.prices().map(|prices| {
+        let mut label = String::from("currency=\"");
+        escape_into(&mut label, &prices.currency);
+        label.push('"');
+        label
+    });
     // Each flow's labels are formatted once, into the first family; the
-    // second family copies them from there (`spans`, 24 bytes a flow: where
-    // the labels are, and the received bytes), so no label is formatted
-    // twice. The first family's chunks are kept, read-only, until then.
+    // others copy them from there (`spans`, 24 bytes a flow: where the
+    // labels are, and the received bytes; `costs`, 8 more with prices), so
+    // no label is formatted twice. The first family's chunks are kept,
+    // read-only, until then.
     let mut spans = Vec::with_capacity(table.len() + 1);
+    let mut costs = Vec::with_capacity(if currency.is_some() {
+        table.len() + 1
+    } else {
+        0
+    });
     out.keep_chunks();
     header(out, &SENT, format);
     for series in table.series() {
-        let labels = &series.labels;
         start_sample(out, &SENT);
         let start = out.mark();
-        write_labels(
-            out,
-            labels.local.ip(),
-            labels.local.port(),
-            labels.remote.ip(),
-            labels.remote.port(),
-            labels.role.as_str(),
-        );
-        // Written once per identity, when it was first seen.
-        out.push_str(labels.identity.text());
+        write_labels(out, &series.labels, chosen);
         spans.push((out.span_from(start), series.received));
+        if currency.is_some() {
+            costs.push(series.cost);
+        }
         end_sample(out, series.sent);
     }
     start_sample(out, &SENT);
     let start = out.mark();
-    out.push_str(OVERFLOW_LABELS);
-    spans.push((out.span_from(start), overflow.received));
-    end_sample(out, overflow.sent);
+    out.push_str(&overflow_labels(chosen));
+    spans.push((out.span_from(start), overflow.bytes.received));
+    costs.push(overflow.cost);
+    end_sample(out, overflow.bytes.sent);
     // Every span is now in a chunk sent and kept.
     out.flush();
 
     header(out, &RECEIVED, format);
-    for (span, value) in spans {
+    for &(span, value) in &spans {
         start_sample(out, &RECEIVED);
         out.copy(span);
         end_sample(out, value);
+    }
+    if let Some(currency) = currency {
+        cost_header(out, format);
+        for (&(span, _), cost) in spans.iter().zip(costs) {
+            start_sample(out, &COST);
+            out.copy(span);
+            if !span.is_empty() {
+                out.push_str(",");
+            }
+            out.push_str(&currency);
+            out.push_str("} ");
+            let _ = write!(out, "{cost}");
+            out.push_str("\n");
+            out.line_end();
+        }
     }
     out.drop_kept();
 }
@@ -104,6 +144,48 @@ pub const OVERFLOW_LABELS: &str = concat!(
     overflow_marker!(),
     r#"""#
 );
+
+/// The overflow flow's labels under the chosen ones: `overflow` in
+/// `src_ip`, `dst_ip` and `role`, ports empty, no identity labels. When
+/// none of those three is chosen, every chosen identity label says
+/// `overflow` instead, so that the series stays apart from the others.
+pub fn overflow_labels(chosen: LabelSelection) -> Cow<'static, str> {
+    if chosen.is_all() {
+        return Cow::Borrowed(OVERFLOW_LABELS);
+    }
+    let marker = format!("\"{OVERFLOW_MARKER}\"");
+    let mut labels: Vec<String> = Vec::new();
+    let flow = [
+        (FlowLabel::SrcIp, "src_ip", marker.as_str()),
+        (FlowLabel::SrcPort, "src_port", "\"\""),
+        (FlowLabel::DstIp, "dst_ip", marker.as_str()),
+        (FlowLabel::DstPort, "dst_port", "\"\""),
+        (FlowLabel::Role, "role", marker.as_str()),
+    ];
+    for (label, name, value) in flow {
+        if chosen.has(label) {
+            labels.push(format!("{name}={value}"));
+        }
+    }
+    if !chosen.marks_overflow_by_flow_labels() {
+        for (bit, name) in LABEL_NAMES.iter().enumerate() {
+            if chosen.identity() & (1 << bit) != 0 {
+                labels.push(format!("{name}={marker}"));
+            }
+        }
+    }
+    Cow::Owned(labels.join(","))
+}
+
+fn cost_header(out: &mut ChunkedText, format: Format) {
+    // Money has no unit Prometheus knows; the currency is a label.
+    let name = match format {
+        Format::Text => format!("{}_total", COST.name),
+        Format::OpenMetrics => COST.name.to_owned(),
+    };
+    let _ = writeln!(out, "# HELP {name} {}", COST.help);
+    let _ = writeln!(out, "# TYPE {name} counter");
+}
 
 fn header(out: &mut ChunkedText, family: &Family, format: Format) {
     // Text 0.0.4 names the family with its `_total` suffix and has no UNIT;
@@ -131,25 +213,47 @@ fn end_sample(out: &mut ChunkedText, value: u64) {
     out.line_end();
 }
 
-fn write_labels(
-    out: &mut ChunkedText,
-    local_ip: IpAddr,
-    local_port: u16,
-    remote_ip: IpAddr,
-    remote_port: u16,
-    role: &str,
-) {
-    out.push_str("src_ip=\"");
-    write_ip(out, local_ip);
-    out.push_str("\",src_port=\"");
-    write_port(out, local_port);
-    out.push_str("\",dst_ip=\"");
-    write_ip(out, remote_ip);
-    out.push_str("\",dst_port=\"");
-    write_port(out, remote_port);
-    out.push_str("\",role=\"");
-    out.push_str(role);
-    out.push_str("\"");
+/// A series' chosen labels: the flow's own, then its identity's.
+fn write_labels(out: &mut ChunkedText, labels: &SeriesLabels, chosen: LabelSelection) {
+    let mut separator = "";
+    let mut label = |out: &mut ChunkedText, label: FlowLabel, name: &str| {
+        let shown = chosen.has(label);
+        if shown {
+            out.push_str(separator);
+            out.push_str(name);
+            out.push_str("=\"");
+            separator = ",";
+        }
+        shown
+    };
+    if label(out, FlowLabel::SrcIp, "src_ip") {
+        write_ip(out, labels.local.ip());
+        out.push_str("\"");
+    }
+    if label(out, FlowLabel::SrcPort, "src_port") {
+        write_port(out, labels.local.port());
+        out.push_str("\"");
+    }
+    if label(out, FlowLabel::DstIp, "dst_ip") {
+        write_ip(out, labels.remote.ip());
+        out.push_str("\"");
+    }
+    if label(out, FlowLabel::DstPort, "dst_port") {
+        write_port(out, labels.remote.port());
+        out.push_str("\"");
+    }
+    if label(out, FlowLabel::Role, "role") {
+        out.push_str(labels.role.as_str());
+        out.push_str("\"");
+    }
+    // Written once per identity, when it was first seen, with a leading
+    // comma that only a series without flow labels drops.
+    let identity = labels.identity.text();
+    if separator.is_empty() {
+        out.push_str(identity.strip_prefix(',').unwrap_or(identity));
+    } else {
+        out.push_str(identity);
+    }
 }
 
 fn write_ip(out: &mut ChunkedText, ip: IpAddr) {

@@ -96,29 +96,7 @@ pub fn encode(
         }
     }
     if let Some(labels) = &health.labels {
-        let mut reloads = encoder.encode_descriptor(
-            "tcp_flow_exporter_labels_reloads",
-            "Reloads of --labels.file after the first load, by result; a failed one keeps the \
-             networks in force.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (result, count) in [
-            ("success", labels.reloads_succeeded()),
-            ("failure", labels.reloads_failed()),
-        ] {
-            reloads
-                .encode_family(&[("result", result)])?
-                .encode_counter::<NoLabelSet, _, u64>(&count, None::<&NoExemplar>)?;
-        }
-        encoder
-            .encode_descriptor(
-                "tcp_flow_exporter_labels_last_load_timestamp_seconds",
-                "Unix time --labels.file was last loaded successfully.",
-                None,
-                MetricType::Gauge,
-            )?
-            .encode_gauge(&labels.last_load_unix_seconds())?;
+        super::config_metrics::file_reloads(encoder, "labels", "--labels.file", labels)?;
         encoder
             .encode_descriptor(
                 "tcp_flow_exporter_labels_networks",

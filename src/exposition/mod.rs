@@ -13,6 +13,7 @@
 //! can never drift from it.
 
 pub mod chunked;
+pub mod config_metrics;
 pub mod flow_families;
 pub mod format;
 pub mod identity_metrics;
@@ -38,7 +39,11 @@ pub fn encode(
     info: &ExporterInfo,
     format: Format,
 ) {
-    flow_families::write(out, flows, snapshot.overflow(), format);
+    let overflow = flow_families::OverflowTotals {
+        bytes: snapshot.overflow(),
+        cost: flows.overflow_cost,
+    };
+    flow_families::write(out, flows, overflow, format);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SelfMetrics {
         snapshot,
@@ -63,7 +68,11 @@ struct SelfMetrics {
 impl prometheus_client::collector::Collector for SelfMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         self_metrics::encode(&mut encoder, &self.snapshot, &self.info)?;
-        identity_metrics::encode(&mut encoder, &self.snapshot, &self.info.identity)
+        identity_metrics::encode(&mut encoder, &self.snapshot, &self.info.identity)?;
+        match &self.info.cost {
+            Some(stats) => config_metrics::cost(&mut encoder, &self.snapshot, stats),
+            None => Ok(()),
+        }
     }
 }
 

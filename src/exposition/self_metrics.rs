@@ -2,6 +2,7 @@
 //! bytes it could not attribute, scrapes, and the attached programs' runs.
 
 use std::fmt;
+use std::sync::Arc;
 
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeCounterValue, EncodeExemplarValue, NoLabelSet,
@@ -10,6 +11,7 @@ use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
+use crate::config_file::FileStats;
 use crate::flows::Snapshot;
 use crate::identity::start::IdentityHealth;
 use crate::kernel::programs::ProgramStats;
@@ -27,6 +29,8 @@ pub struct ExporterInfo {
     pub sockets_max: u32,
     /// The identity fact sources that run, for their health.
     pub identity: IdentityHealth,
+    /// The cost file's reloads, with --cost.file.
+    pub cost: Option<Arc<FileStats>>,
 }
 
 /// Everything about the exporter itself: build, maps, losses, scrapes.

@@ -46,6 +46,7 @@ fn snapshot() -> Arc<Snapshot> {
         read_duration: Duration::from_millis(3),
         taken_at_ns: 3,
         unresolved: crate::flows::snapshot::Unresolved { src: 1, dst: 2 },
+        prices: None,
     })
 }
 
@@ -56,6 +57,7 @@ fn info() -> ExporterInfo {
         flows_max: 65536,
         sockets_max: 1024,
         identity: Default::default(),
+        cost: None,
     }
 }
 
@@ -122,4 +124,28 @@ fn openmetrics_format_ends_with_eof() {
         "{out}"
     );
     assert!(out.contains(r#"tcp_flow_sent_bytes_total{src_ip="127.0.0.1",src_port="",dst_ip="127.0.0.1",dst_port="8080",role="client",dst_kind="private",path="unknown"} 1234"#), "{out}");
+}
+
+#[test]
+fn prices_in_force_are_gauges_beside_the_cost_files_reloads() {
+    use crate::config_file::Loadable;
+    use crate::cost::Prices;
+    let text = "currency: USD\nunit: GB\nprices:\n  cross_zone: {egress: 0.01, ingress: 0.02}\n\
+                networks:\n  nat-gateway: {egress: 0.045}\n";
+    let prices = <Prices as Loadable>::parse(text, "cost.yaml", None).unwrap();
+    let mut snapshot = Arc::try_unwrap(snapshot()).unwrap();
+    snapshot.prices = Some(Arc::new(prices));
+    let mut info = info();
+    info.cost = Some(Arc::new(crate::config_file::FileStats::new()));
+    let out = encoded(&table(), Arc::new(snapshot), &info, Format::Text);
+    for line in [
+        r#"tcp_flow_exporter_price{path="cross_zone",direction="egress",currency="USD",unit="GB"} 0.01"#,
+        r#"tcp_flow_exporter_price{path="cross_zone",direction="ingress",currency="USD",unit="GB"} 0.02"#,
+        r#"tcp_flow_exporter_price{network="nat-gateway",direction="egress",currency="USD",unit="GB"} 0.045"#,
+        r#"tcp_flow_exporter_cost_reloads_total{result="failure"} 0"#,
+        "tcp_flow_exporter_cost_last_load_timestamp_seconds 0",
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+    }
+    assert_eq!(out.matches("tcp_flow_exporter_price{").count(), 3, "{out}");
 }

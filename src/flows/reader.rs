@@ -73,6 +73,7 @@ impl FlowReader {
             read_duration,
             taken_at_ns: now,
             unresolved: self.table.unresolved(),
+            prices: self.table.current_prices(),
         })
     }
 

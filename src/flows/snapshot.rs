@@ -1,8 +1,10 @@
 //! Everything one scrape reports besides the flows' own counters.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::key::Flow;
+use crate::cost::Prices;
 use crate::kernel::programs::ProgramStats;
 use crate::source::{Overflow, SourceHealth};
 
@@ -34,8 +36,10 @@ pub struct Snapshot {
     pub read_duration: Duration,
     /// CLOCK_MONOTONIC when the read finished, to age `last_seen_ns`.
     pub taken_at_ns: u64,
-    /// Series whose ends identity could not name.
+    /// Flows whose ends identity could not name.
     pub unresolved: Unresolved,
+    /// The prices in force (--cost.file).
+    pub prices: Option<Arc<Prices>>,
 }
 
 /// Series whose local end has no name (no pod, unit or container), and

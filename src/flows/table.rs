@@ -184,6 +184,11 @@ impl FlowTable {
         self.prices.as_ref().map(|(current, _)| &**current)
     }
 
+    /// The prices in force, shared.
+    pub fn current_prices(&self) -> Option<Arc<Prices>> {
+        self.prices.as_ref().map(|(current, _)| current.clone())
+    }
+
     /// Series exported now.
     pub fn len(&self) -> usize {
         self.series.len()

@@ -4,6 +4,7 @@ use super::*;
 use crate::exposition::chunked::tests::written;
 use crate::flows::{Flow, Role};
 use crate::identity::labels::LABEL_NAMES;
+use crate::kernel::skel::key_bytes;
 use crate::test_support::{key, table_of};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -155,6 +156,10 @@ fn output_matches_prometheus_client_in_both_formats() {
     };
     let text_in = |format| {
         let out = written(false, |w| {
+            let overflow = OverflowTotals {
+                bytes: overflow,
+                cost: 0.0,
+            };
             write(w, &table, overflow, format);
         });
         String::from_utf8(out).unwrap()
@@ -180,4 +185,100 @@ fn output_matches_prometheus_client_in_both_formats() {
         let line = line.replace("ID", id).replace("NONE", none);
         assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
     }
+}
+
+fn text_of(table: &FlowTable, overflow: OverflowTotals) -> String {
+    String::from_utf8(written(false, |w| write(w, table, overflow, Format::Text))).unwrap()
+}
+
+#[test]
+fn only_chosen_labels_are_written_and_overflow_stays_marked() {
+    use crate::flows::selection::LabelSelection;
+    let cases = [
+        // Flow labels only, some of them.
+        (
+            "src_ip,role",
+            r#"tcp_flow_sent_bytes_total{src_ip="10.0.0.1",role="client"} 1"#,
+            r#"tcp_flow_sent_bytes_total{src_ip="overflow",role="overflow"} 5"#,
+        ),
+        // Identity labels only: no leading comma, and the overflow flow is
+        // marked in them.
+        (
+            "dst_kind,path",
+            r#"tcp_flow_sent_bytes_total{dst_kind="private",path="unknown"} 12471"#,
+            r#"tcp_flow_sent_bytes_total{dst_kind="overflow",path="overflow"} 5"#,
+        ),
+        (
+            "dst_port,path",
+            r#"tcp_flow_sent_bytes_total{dst_port="443",path="unknown"} 1"#,
+            r#"tcp_flow_sent_bytes_total{dst_port="",path="overflow"} 5"#,
+        ),
+    ];
+    for (chosen, flow, overflow) in cases {
+        let selection = LabelSelection::parse(chosen).unwrap();
+        let mut table = FlowTable::new(10, u64::MAX).with_selection(selection);
+        for (key, sent, received) in [
+            (key("10.0.0.1:0", "192.168.255.254:443", Role::Client), 1, 2),
+            (
+                key("1.2.3.4:40000", "5.6.7.8:22", Role::Unknown),
+                12_345,
+                678,
+            ),
+            (key("1.2.3.5:40001", "5.6.7.8:22", Role::Client), 125, 0),
+        ] {
+            crate::source::FlowSink::add(&mut table, &key_bytes(&key), sent, received, 1);
+        }
+        let totals = OverflowTotals {
+            bytes: Overflow {
+                sent: 5,
+                received: 6,
+            },
+            cost: 0.0,
+        };
+        let text = text_of(&table, totals);
+        for line in [flow, overflow] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{chosen}: missing {line}\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cost_follows_the_same_labels_with_the_currency() {
+    use crate::cost::{Price, Prices, Unit};
+    use crate::identity::labels::Path;
+    use std::sync::Arc;
+    let prices = Prices::new(
+        "EUR".into(),
+        Unit::Gib,
+        vec![(
+            Path::Unknown,
+            Price {
+                egress: Some(1.0),
+                ingress: Some(2.0),
+            },
+        )],
+        vec![],
+    );
+    let (_publish, feed) = tokio::sync::watch::channel(Arc::new(prices));
+    let mut table = FlowTable::new(10, u64::MAX).with_prices(feed);
+    let gib = 1u64 << 30;
+    let flow = key("10.0.0.1:0", "192.168.255.254:443", Role::Client);
+    crate::source::FlowSink::add(&mut table, &key_bytes(&flow), gib, 3 * gib, 1);
+    let totals = OverflowTotals {
+        bytes: Overflow::default(),
+        cost: 0.25,
+    };
+    let text = text_of(&table, totals);
+    for line in [
+        "# TYPE tcp_flow_cost_total counter",
+        r#"tcp_flow_cost_total{src_ip="10.0.0.1",src_port="",dst_ip="192.168.255.254",dst_port="443",role="client",dst_kind="private",path="unknown",currency="EUR"} 7"#,
+        r#"tcp_flow_cost_total{src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow",currency="EUR"} 0.25"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+    // Without prices there is no cost family.
+    assert!(!text_of(&table_of(&[]), totals).contains("tcp_flow_cost"));
 }
