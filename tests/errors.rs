@@ -46,6 +46,9 @@ fn bad_flags_exit_2_with_one_line() {
         &["--flows.idle-timeout=0s"],
         &["--filter.cidr.include=10.0.0.0/99"],
         &["--filter.port.exclude=http"],
+        &["--flows.labels=src_ip,dst_zone"],
+        &["--flows.labels="],
+        &["--flows.labels=path,path"],
     ] {
         let out = run(Command::new(BIN).args(args));
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -9,13 +9,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::kube_api::{host_network_pod, node, owned_by, pod, replica_set, service, KubeApi};
-use support::stand_in::{exchange_open, StandIn, TestCgroup};
+use support::stand_in::{cgroup2_root, exchange_open, StandIn, TestCgroup};
 use support::{Exporter, Scrape};
-use tcp_flow_exporter::identity::cgroups::find_cgroup2_mount;
 
 const WEB: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
 const DB: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 2);
@@ -180,23 +178,6 @@ fn wait_metric(exporter: &Exporter, name: &str, labels: &str, value: u64) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// The cgroup2 hierarchy, mounted here if nothing has (a virtme-ng guest
-/// may boot without it): the kernel has it either way.
-fn cgroup2_root() -> PathBuf {
-    if let Some(root) = find_cgroup2_mount() {
-        return root;
-    }
-    let root = PathBuf::from("/run/tfe-test-cgroup2");
-    std::fs::create_dir_all(&root).unwrap();
-    let status = std::process::Command::new("mount")
-        .args(["-t", "cgroup2", "none"])
-        .arg(&root)
-        .status()
-        .expect("run mount(8)");
-    assert!(status.success(), "mount -t cgroup2 on {}", root.display());
-    root
 }
 
 #[test]
@@ -511,23 +492,12 @@ fn root_a_bad_labels_file_stops_the_start_naming_line_and_field() {
         "networks:\n  - cidr: 10.0.0.0/8\n    name: a\n  - cidr: 10.1.0.0/33\n    name: b\n",
     )
     .unwrap();
-    let out = std::process::Command::new(support::BIN)
-        .arg(format!("--labels.file={}", file.display()))
-        .arg(format!(
-            "--web.listen-address=127.0.0.1:{}",
-            support::free_port()
-        ))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let want = format!(
-        "tcp-flow-exporter: error: --labels.file: {}:4: networks[1].cidr: \"10.1.0.0/33\" is not a CIDR",
-        file.display()
-    );
-    assert!(
-        stderr.lines().any(|l| l == want),
-        "want {want:?} in:\n{stderr}"
+    support::assert_start_fails_with(
+        &[&format!("--labels.file={}", file.display())],
+        &format!(
+            "tcp-flow-exporter: error: --labels.file: {}:4: networks[1].cidr: \"10.1.0.0/33\" is not a CIDR",
+            file.display()
+        ),
     );
 }
 

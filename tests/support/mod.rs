@@ -73,3 +73,19 @@ pub fn temp_path(what: &str) -> PathBuf {
         N.fetch_add(1, Ordering::Relaxed)
     ))
 }
+
+/// Starts the exporter with `args` on a free loopback port and asserts that
+/// it exits 1 with the line `want` on stderr.
+pub fn assert_start_fails_with(args: &[&str], want: &str) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l == want),
+        "want {want:?} in:\n{stderr}"
+    );
+}

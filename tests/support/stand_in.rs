@@ -14,6 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use tcp_flow_exporter::identity::cgroups::find_cgroup2_mount;
+
 use super::netns::ip;
 use super::paths::inside;
 
@@ -236,6 +238,23 @@ fn serve(listener: TcpListener) {
             }
         });
     }
+}
+
+/// The cgroup2 hierarchy, mounted here if nothing has (a virtme-ng guest
+/// may boot without it): the kernel has it either way.
+pub fn cgroup2_root() -> PathBuf {
+    if let Some(root) = find_cgroup2_mount() {
+        return root;
+    }
+    let root = PathBuf::from("/run/tfe-test-cgroup2");
+    std::fs::create_dir_all(&root).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "cgroup2", "none"])
+        .arg(&root)
+        .status()
+        .expect("run mount(8)");
+    assert!(status.success(), "mount -t cgroup2 on {}", root.display());
+    root
 }
 
 /// A cgroup made for a test under the cgroup2 mount, removed with its
