@@ -5,6 +5,8 @@
 //!   cargo bench --bench exporter                 everything
 //!   cargo bench --bench exporter -- scrape 1000  only the scrape at 1k flows
 //!   cargo bench --bench exporter -- gzip         gzip on one core and on several
+//!   cargo bench --bench exporter -- scrape 100000 --cost --flows.labels=dst_ip,role
+//!       the scrape with prices on (--cost), and any exporter flags after
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -45,10 +47,11 @@ fn main() {
             Some(n) => vec![n.parse().expect("flow count")],
             None => vec![1_000, 10_000, 100_000, 1_000_000],
         };
+        let flags = exporter_flags(args.get(2..).unwrap_or_default());
         println!("| flows | scrape (text) | per flow | scrape (gzip) | body | body gzip | RSS after | RSS per flow beyond body |");
         println!("|---|---|---|---|---|---|---|---|");
         for n in sizes {
-            scrape(n);
+            scrape(n, &flags);
         }
     }
 }
@@ -248,22 +251,64 @@ fn flows(n: u32) -> (Vec<FlowKeyBytes>, Vec<FlowBytes>) {
         .unzip()
 }
 
+/// Prices for every path, as a user with a cost file has them.
+const PRICES: &str = "currency: USD
+unit: GB
+prices:
+  same_zone:    {egress: 0.001}
+  cross_zone:   {egress: 0.01, ingress: 0.01}
+  cross_region: {egress: 0.02}
+  internet:     {egress: 0.09}
+  unknown:      {egress: 0.01, ingress: 0.01}
+";
+
+/// The exporter flags after the flow count: `--cost` becomes a cost file
+/// with [`PRICES`]; the rest pass through.
+fn exporter_flags(args: &[String]) -> Vec<String> {
+    args.iter()
+        .map(|arg| match arg.as_str() {
+            "--cost" => {
+                let path = std::env::temp_dir()
+                    .join(format!("tfe-bench-cost-{}.yaml", std::process::id()));
+                std::fs::write(&path, PRICES).expect("write the cost file");
+                format!("--cost.file={}", path.display())
+            }
+            other => other.to_owned(),
+        })
+        .collect()
+}
+
+/// The sum of every tcp_flow_sent_bytes_total sample of a scrape.
+fn sent_total(text: &str) -> u64 {
+    text.lines()
+        .filter(|line| line.starts_with("tcp_flow_sent_bytes_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
 /// Request to last byte of one scrape, read into a reused buffer so that the
 /// client's own copying stays out of the time. Returns the body length.
-fn scrape(n: u32) {
+fn scrape(n: u32, flags: &[String]) {
     // Port 1 is never used: the node's own traffic stays out of the numbers.
     // The flows are planted into the table the per-event backends write; the
     // socket backend's own cost per connection is in `kernel_cost walk`.
     let max = format!("--flows.max={}", n.max(1024));
-    let exporter = Exporter::start_raw(&[&max, "--filter.port.include=1", "--probe=tracepoint"]);
+    let mut args = vec![
+        max.as_str(),
+        "--filter.port.include=1",
+        "--probe=tracepoint",
+    ];
+    args.extend(flags.iter().map(String::as_str));
+    let exporter = Exporter::start_raw(&args);
     plant(&writing_table(), n);
     // A drain may switch tables while we plant: the flows then surface one
-    // drain later. Wait until the exporter shows all of them.
-    let want = format!("\ntcp_flow_exporter_flow_series {n}\n");
+    // drain later. Wait until the exporter shows all of their bytes (a
+    // label choice may add them into fewer series).
+    let planted: u64 = flows(n).1.iter().map(|v| v.sent).sum();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, _, body) = http_get_full(exporter.addr, "/metrics", &[]).unwrap();
-        if String::from_utf8_lossy(&body).contains(&want) {
+        if sent_total(&String::from_utf8_lossy(&body)) == planted {
             break;
         }
         assert!(
