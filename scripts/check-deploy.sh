@@ -5,7 +5,9 @@
 # (including the rules' unit tests), the identity wiring (RBAC, NODE_NAME,
 # the cgroup and labels mounts and their flags), and the docker-compose file,
 # the Dockerfile and the Grafana files (the who-talks-to-whom dashboard's
-# node graph and filters included) for structure and for the paths they use.
+# node graph and filters, and the network cost dashboard's currency, UTC
+# month and recording rules, included) for structure and for the paths they
+# use.
 # There is no Docker engine or cluster here: this is what can be checked
 # without one. scripts/test.sh runs it.
 set -euo pipefail
@@ -143,7 +145,7 @@ for name in sorted(os.listdir("grafana/dashboards")):
         check(t.get("datasource", {}).get("uid") == "${datasource}", f"{name}: a target ignores $datasource")
     check(d["uid"].startswith("tfe-"), f"{name}: uid {d['uid']} does not start with tfe-")
     check("tcp-flow-exporter" in d.get("tags", []), f"{name}: not tagged tcp-flow-exporter")
-check(len(uids) == 4, f"expected 4 dashboards, found {len(uids)}")
+check(len(uids) == 5, f"expected 5 dashboards, found {len(uids)}")
 
 # The who-talks-to-whom dashboard. Grafana's node graph takes an edges frame
 # (a frame with a `source` field) and, without a nodes frame, makes the nodes
@@ -181,6 +183,30 @@ for title, t in who_targets(who["panels"]):
     if "_bytes_total" in t["expr"]:
         for var in ["$job", "$instance", "$namespace", "$workload", "$__rate_interval"]:
             check(var in t["expr"], f"who-talks-to-whom: {title} ({t['refId']}) ignores {var}")
+
+# The network cost dashboard. Money in two currencies never adds up: every
+# cost query selects $currency (a single-value variable). The month panels
+# cover the month so far in UTC, the clouds' billing month, which is also
+# what days_in_month() and day_of_month() count in. Every recording rule it
+# reads is one rules.yml records.
+cost = json.load(open("grafana/dashboards/network-cost.json"))
+variables = {v["name"]: v for v in cost["templating"]["list"]}
+currency = variables.get("currency", {})
+check(currency.get("type") == "query" and not currency.get("multi") and not currency.get("includeAll"),
+      "network-cost: $currency must be a single-value query variable")
+check(cost.get("timezone") == "utc", "network-cost: the dashboard's time zone is not UTC")
+recorded = set(re.findall(r"^\s*- record: (\S+)", open("prometheus/rules.yml").read(), re.M))
+for p in cost["panels"]:
+    for t in p.get("targets", []):
+        expr = t["expr"]
+        if "tcp_flow_cost" in expr:
+            check('currency=~"$currency"' in expr, f"network-cost: {p['title']} ({t['refId']}) ignores $currency")
+        for var in ["$job", "$instance"]:
+            check(var in expr, f"network-cost: {p['title']} ({t['refId']}) ignores {var}")
+        for rule in re.findall(r"[a-z_]+:[a-z_]+:[a-z0-9_]+", expr):
+            check(rule in recorded, f"network-cost: {p['title']} reads {rule}, which rules.yml does not record")
+    if p["title"].startswith(("Month to date", "Month-end projection")):
+        check(p.get("timeFrom") == "now/M", f"network-cost: {p['title']} does not cover the month so far")
 
 if failures:
     print("\n".join("check-deploy: FAILED: " + f for f in failures), file=sys.stderr)
