@@ -1,15 +1,19 @@
 //! Root end-to-end test against a real Prometheus server (Debian's package,
 //! unpacked by scripts/fetch-prometheus.sh): what Prometheus stores equals
-//! the bytes the test moved, under the identity labels the test set up;
-//! every PromQL expression shipped in grafana/dashboards and
-//! prometheus/rules.yml parses and returns data; and every panel of the
-//! identity dashboard gives the exact rows of the real exporter's flows
-//! (prometheus/real_identity.rs). prometheus/fixture_rows.rs runs that
+//! the bytes the test moved, under the identity labels the test set up, and
+//! their cost equals bytes × price at the prices of a --cost.file
+//! (prometheus/cost.rs); every PromQL expression shipped in
+//! grafana/dashboards and prometheus/rules.yml parses and returns data; and
+//! the panels of the identity and network cost dashboards give the exact
+//! rows of the real exporter's flows (prometheus/real_identity.rs,
+//! prometheus/cost.rs). prometheus/fixture_rows.rs runs the identity
 //! dashboard over a stand-in exporter with every kind of peer (Kubernetes
 //! ones included), without root.
 
 mod support;
 
+#[path = "prometheus/cost.rs"]
+mod cost;
 #[path = "prometheus/fixture_rows.rs"]
 mod fixture_rows;
 #[path = "prometheus/identity_fixture.rs"]
@@ -27,9 +31,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cost::{assert_cost, PriceFile};
 use real_identity::{assert_dashboard_rows, Moved, NamedNetwork, NETWORK, NODE_ZONE, REGION};
 use server::{percent_encode, Prometheus};
-use shipped::{condition_lhs, dashboard_exprs, rule_exprs, substitute, substitute_with, Shipped};
+use shipped::{condition_sides, dashboard_exprs, rule_exprs, substitute, substitute_with, Shipped};
 use support::netns::Netns;
 use support::traffic::Pair;
 use support::{free_port, tools, Exporter};
@@ -59,6 +64,11 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
     let outside = ns.listen();
     let outside_addr = outside.local_addr().unwrap();
     let labels = NamedNetwork::around(&ns);
+    // Both exporters price what they count (cross-zone bytes only), so the
+    // cost rules and the network cost dashboard have data, the overflow
+    // flow's cost included.
+    let prices = PriceFile::new();
+    let cost_file = format!("--cost.file={}", prices.path.display());
     // `exact` counts only the test's flows; `cramped` overflows its one-flow
     // table with Prometheus's own scrapes, so the overflow condition has
     // data; the third target is down. (Its socket maps keep their default
@@ -73,15 +83,16 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
         &format!("--labels.file={}", labels.path.display()),
         &format!("--node.zone={NODE_ZONE}"),
         &format!("--node.region={REGION}"),
+        &cost_file,
     ]);
-    let cramped = Exporter::start(&["--flows.max=1"]);
+    let cramped = Exporter::start(&["--flows.max=1", &cost_file]);
     let down: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let prometheus = Prometheus::start(&binary, &[exact.addr, cramped.addr, down]);
 
     let mut pair = Pair::through(&listener, server);
     pair.exchange(123_456, 654_321);
     let mut veth = Pair::through(&outside, outside_addr);
-    veth.exchange(23_456, 76_543);
+    veth.exchange(3_456, 6_543);
     let instance = exact.addr;
     // The loopback pair's flows: its local address is 127.0.0.1 at both
     // ends, and its peer is loopback by class.
@@ -103,6 +114,15 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
     assert_eq!(stored("client", "sent"), Some(123_456));
     assert_eq!(stored("server", "sent"), Some(654_321));
     assert_eq!(stored("server", "received"), Some(123_456));
+    // The veth bytes move in two parts, the second once Prometheus holds
+    // the first: increase(), which the network cost dashboard's tables
+    // read, counts only what a counter grows by after its first sample.
+    prometheus.wait_for(
+        Duration::from_secs(60),
+        "holding the first veth bytes",
+        || named("client", "received") == Some(6_543),
+    );
+    veth.exchange(20_000, 70_000);
     prometheus.wait_for(Duration::from_secs(60), "holding the veth bytes", || {
         named("client", "received") == Some(76_543)
     });
@@ -135,7 +155,12 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
             }
             prometheus.rules_healthy()?;
             for record in &records {
-                let series = format!(r#"{record}{{instance="{instance}",role!="overflow"}}"#);
+                // A constant (the cost alert's threshold) has no instance.
+                // Recorded a second ago, so that the dashboards' subqueries,
+                // which the test samples every second, see it.
+                let series = format!(
+                    r#"{record}{{instance="{instance}",role!="overflow"}} offset 1s or {record}{{instance=""}} offset 1s"#
+                );
                 match prometheus.query(&series) {
                     Ok(result) if !result.is_empty() => {}
                     other => return Err(format!("{series}: nothing recorded yet ({other:?})")),
@@ -156,13 +181,17 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
         let outcome = match prometheus.query(&expr) {
             Err(e) => Err(format!("does not run: {e}")),
             Ok(result) if !result.is_empty() => Ok(()),
-            Ok(_) if item.alert => match condition_lhs(&expr) {
-                // A quiet alert: its condition's left side must still see data.
-                Some(lhs) => match prometheus.query(lhs) {
-                    Ok(r) if !r.is_empty() => Ok(()),
-                    other => Err(format!("condition {lhs:?} has no data: {other:?}")),
-                },
-                None => Err("empty, and not of the form `expr OP number`".into()),
+            Ok(_) if item.alert => match condition_sides(&expr) {
+                // A quiet alert: each side of its condition must still see
+                // data (a threshold that is a number needs no query).
+                Some((lhs, rhs)) => [lhs, rhs]
+                    .into_iter()
+                    .filter(|side| side.parse::<f64>().is_err())
+                    .try_for_each(|side| match prometheus.query(side) {
+                        Ok(r) if !r.is_empty() => Ok(()),
+                        other => Err(format!("condition side {side:?} has no data: {other:?}")),
+                    }),
+                None => Err("empty, and not of the form `expr OP expr`".into()),
             },
             Ok(_) => Err("returns no data".into()),
         };
@@ -172,14 +201,27 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
-    // The conditions the test set up really fire.
-    for alert in ["TcpFlowExporterDown", "TcpFlowExporterOverflow"] {
+    // The conditions the test set up really fire; the cross-zone cost
+    // alert's does with a threshold below the test's few cents a day.
+    let alert_expr = |alert: &str| {
         let rule = shipped
             .iter()
             .find(|s| s.origin.ends_with(alert))
             .unwrap_or_else(|| panic!("no alert {alert}"));
-        let result = prometheus.query(&rule.expr).unwrap();
-        assert!(!result.is_empty(), "{alert} does not fire: {}", rule.expr);
+        rule.expr.clone()
+    };
+    let costly = alert_expr("TcpFlowCrossZoneCostHigh")
+        .replace("tcp_flow_cost:cross_zone_per_day:threshold", "vector(0)");
+    for (alert, expr) in [
+        ("TcpFlowExporterDown", alert_expr("TcpFlowExporterDown")),
+        (
+            "TcpFlowExporterOverflow",
+            alert_expr("TcpFlowExporterOverflow"),
+        ),
+        ("TcpFlowCrossZoneCostHigh", costly),
+    ] {
+        let result = prometheus.query(&expr).unwrap();
+        assert!(!result.is_empty(), "{alert} does not fire: {expr}");
     }
 
     // The identity dashboard, filtered to the exporter that counted the
@@ -192,6 +234,7 @@ fn root_prometheus_stores_exact_bytes_and_every_shipped_query_returns_data() {
         down: 76_543,
     };
     assert_dashboard_rows(&prometheus, &moved);
+    assert_cost(&prometheus, &moved);
 }
 
 #[test]
@@ -208,11 +251,26 @@ fn substitution_and_condition_splitting() {
         ),
         r#"label_replace(x{n=~"pay", w=~".*"}, "t", "$1/$2", "k", "(.*)/(.*)")"#
     );
-    assert_eq!(condition_lhs("rate(x[5m]) > 0"), Some("rate(x[5m])"));
     assert_eq!(
-        condition_lhs(r#"max by (map) (y{map=~"a|b"}) >= 0.9"#),
-        Some(r#"max by (map) (y{map=~"a|b"})"#)
+        condition_sides("rate(x[5m]) > 0"),
+        Some(("rate(x[5m])", "0"))
     );
-    assert_eq!(condition_lhs("a > b"), None);
+    assert_eq!(
+        condition_sides(r#"max by (map) (y{map=~"a|b"}) >= 0.9"#),
+        Some((r#"max by (map) (y{map=~"a|b"})"#, "0.9"))
+    );
+    assert_eq!(
+        condition_sides("sum by (c) (x) * 86400\n  > on () group_left () t:x:threshold\n"),
+        Some(("sum by (c) (x) * 86400", "t:x:threshold"))
+    );
+    assert_eq!(
+        condition_sides("a > bool ignoring(c) group_right(d) b"),
+        Some(("a", "b"))
+    );
+    assert_eq!(condition_sides("sum(a)"), None);
+    assert_eq!(
+        substitute("sum_over_time(r[$__range:1h]) * 3600"),
+        "sum_over_time(r[5m:1s]) * 3600"
+    );
     assert_eq!(percent_encode("a{b=\"c\"}"), "a%7Bb%3D%22c%22%7D");
 }

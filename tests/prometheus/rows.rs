@@ -12,17 +12,29 @@ pub type Rows = BTreeMap<Vec<String>, u64>;
 /// series' value as a whole number (byte counters are). Two series with
 /// the same keys fail the test: the keys must tell every row apart.
 pub fn rows(prometheus: &Prometheus, promql: &str, keys: &[&str]) -> Rows {
+    float_rows(prometheus, promql, keys)
+        .into_iter()
+        .map(|(key, value)| (key, value as u64))
+        .collect()
+}
+
+/// As [`rows`], with each value as Prometheus stores it.
+pub fn float_rows(
+    prometheus: &Prometheus,
+    promql: &str,
+    keys: &[&str],
+) -> BTreeMap<Vec<String>, f64> {
     let result = prometheus
         .query(promql)
         .unwrap_or_else(|e| panic!("{promql}: {e}"));
-    let mut out = Rows::new();
+    let mut out = BTreeMap::new();
     for series in &result {
         let key: Vec<String> = keys
             .iter()
             .map(|k| series["metric"][*k].as_str().unwrap_or_default().to_owned())
             .collect();
         let value: f64 = series["value"][1].as_str().unwrap().parse().unwrap();
-        if out.insert(key.clone(), value as u64).is_some() {
+        if out.insert(key.clone(), value).is_some() {
             panic!("{promql}: two series with {keys:?} = {key:?}: {result:?}");
         }
     }

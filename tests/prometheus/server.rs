@@ -136,13 +136,15 @@ impl Prometheus {
 
     /// The single value of a query that must return exactly one series.
     pub fn value(&self, promql: &str) -> Option<u64> {
+        self.float(promql).map(|v| v as u64)
+    }
+
+    /// As [`Prometheus::value`], as Prometheus stores it (money is no
+    /// whole number).
+    pub fn float(&self, promql: &str) -> Option<f64> {
         let result = self.query(promql).ok()?;
         let [series] = &result[..] else { return None };
-        series["value"][1]
-            .as_str()?
-            .parse::<f64>()
-            .ok()
-            .map(|v| v as u64)
+        series["value"][1].as_str()?.parse().ok()
     }
 }
 

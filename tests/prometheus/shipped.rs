@@ -78,6 +78,8 @@ pub fn rule_exprs() -> Vec<Shipped> {
 
 /// Grafana's variables replaced the way a dashboard with every filter at
 /// "All" would: template variables only ever sit in `=~"$var"` matchers.
+/// Subqueries sampled once an hour are sampled every second instead: they
+/// sample at whole hours, and the test's Prometheus has seen none yet.
 pub fn substitute(expr: &str) -> String {
     substitute_with(expr, &[])
 }
@@ -88,6 +90,7 @@ pub fn substitute(expr: &str) -> String {
 /// too (no variable is named by a digit).
 pub fn substitute_with(expr: &str, values: &[(&str, &str)]) -> String {
     let mut text = expr
+        .replace(":1h]", ":1s]")
         .replace("$__rate_interval", "1m")
         .replace("${__rate_interval}", "1m")
         .replace("$__interval", "15s")
@@ -120,8 +123,10 @@ pub fn substitute_with(expr: &str, values: &[(&str, &str)]) -> String {
     text
 }
 
-/// `lhs OP number` split at its top-level comparison, for alert conditions.
-pub fn condition_lhs(expr: &str) -> Option<&str> {
+/// An alert's condition `lhs OP rhs` split at its top-level comparison:
+/// both sides, the right one without its matching modifiers (`bool`,
+/// `on (...)`, `group_left (...)`...). None if there is no comparison.
+pub fn condition_sides(expr: &str) -> Option<(&str, &str)> {
     let bytes = expr.as_bytes();
     let mut depth = 0i32;
     let mut split = None;
@@ -134,8 +139,25 @@ pub fn condition_lhs(expr: &str) -> Option<&str> {
         }
     }
     let at = split?;
-    let rhs = expr[at..].trim_start_matches(['>', '<', '=', '!']).trim();
-    rhs.parse::<f64>().ok().map(|_| expr[..at].trim())
+    let mut rhs = expr[at..].trim_start_matches(['>', '<', '=', '!']).trim();
+    'modifiers: loop {
+        for modifier in ["bool", "on", "ignoring", "group_left", "group_right"] {
+            let Some(rest) = rhs.strip_prefix(modifier) else {
+                continue;
+            };
+            if !rest.starts_with([' ', '(']) {
+                continue;
+            }
+            rhs = rest.trim_start();
+            if rhs.starts_with('(') {
+                let close = rhs.find(')')?;
+                rhs = rhs[close + 1..].trim_start();
+            }
+            continue 'modifiers;
+        }
+        break;
+    }
+    Some((expr[..at].trim(), rhs))
 }
 
 /// The (refId, expr) of each target of the panel titled `title` in the
