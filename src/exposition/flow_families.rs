@@ -116,7 +116,7 @@ pub fn write(out: &mut ChunkedText, table: &FlowTable, overflow: OverflowTotals,
             }
             out.push_str(&currency);
             out.push_str("} ");
-            let _ = write!(out, "{cost}");
+            out.push_str(ryu::Buffer::new().format(cost));
             out.push_str("\n");
             out.line_end();
         }

@@ -274,7 +274,7 @@ fn cost_follows_the_same_labels_with_the_currency() {
     let text = text_of(&table, totals);
     for line in [
         "# TYPE tcp_flow_cost_total counter",
-        r#"tcp_flow_cost_total{src_ip="10.0.0.1",src_port="",dst_ip="192.168.255.254",dst_port="443",role="client",dst_kind="private",path="unknown",currency="EUR"} 7"#,
+        r#"tcp_flow_cost_total{src_ip="10.0.0.1",src_port="",dst_ip="192.168.255.254",dst_port="443",role="client",dst_kind="private",path="unknown",currency="EUR"} 7.0"#,
         r#"tcp_flow_cost_total{src_ip="overflow",src_port="",dst_ip="overflow",dst_port="",role="overflow",currency="EUR"} 0.25"#,
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
