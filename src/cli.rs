@@ -43,6 +43,52 @@ pub struct Cli {
     )]
     pub telemetry_path: String,
 
+    /// A web configuration file (exporter-toolkit format) for TLS and basic auth.
+    /// Without it, plain HTTP without authentication.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
+
+    /// How long a connection may take to complete its TLS handshake and each
+    /// request's headers, the first request's and each next one's on a
+    /// kept-alive connection; then it is closed.
+    #[arg(
+        long = "web.read-header-timeout",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_web_timeout
+    )]
+    pub read_header_timeout: Duration,
+
+    /// How long a response may wait for the client to read any of it; then
+    /// the connection is closed and the response's memory freed.
+    #[arg(
+        long = "web.write-timeout",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = parse_web_timeout
+    )]
+    pub write_timeout: Duration,
+
+    /// The most bytes a request's line and headers may take together; more
+    /// is answered with 431 and the connection closed.
+    #[arg(
+        long = "web.max-header-bytes",
+        value_name = "BYTES",
+        default_value_t = 16_384,
+        value_parser = clap::value_parser!(u32).range(1024..=262_144)
+    )]
+    pub max_header_bytes: u32,
+
+    /// The most connections open at once. At the cap, the connection that has
+    /// waited longest for a request is closed to make room for a new one.
+    #[arg(
+        long = "web.max-connections",
+        value_name = "N",
+        default_value_t = 512,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub max_connections: u32,
+
     /// Kernel hook backend. `auto` takes the cheapest one that loads and attaches here,
     /// trying socket, tracepoint, fentry, then kprobe.
     #[arg(long = "probe", value_enum, default_value_t = ProbeChoice::Auto)]
@@ -291,6 +337,15 @@ fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
     // Idle flows are looked for once a second, when the kernel tables drain.
     if timeout < Duration::from_secs(1) {
         return Err(format!("{text:?} is shorter than the minimum of 1s"));
+    }
+    Ok(timeout)
+}
+
+fn parse_web_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?} ({e}); e.g. 10s, 1m"))?;
+    if timeout < Duration::from_millis(100) {
+        return Err(format!("{text:?} is shorter than the minimum of 100ms"));
     }
     Ok(timeout)
 }

@@ -18,7 +18,9 @@ use tcp_flow_exporter::flows::{maintenance, FlowReader, FlowTable};
 use tcp_flow_exporter::identity::start::{self, IdentityConfig};
 use tcp_flow_exporter::kernel::{features, privileges, programs, Probe, ProbeConfig};
 use tcp_flow_exporter::source;
-use tcp_flow_exporter::web::{self, AppState};
+use tcp_flow_exporter::web::tls::Tls;
+use tcp_flow_exporter::web::{self, AppState, BasicAuth, Limits};
+use tokio::sync::Semaphore;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -75,6 +77,8 @@ fn init_logging(cli: &Cli) {
 
 fn run(cli: Cli) -> Result<()> {
     return_big_buffers_to_the_kernel();
+    // The web config first: a mistake in it is reported whatever else fails.
+    let (tls, auth) = web_security(&cli)?;
     features::require_kernel_btf(features::VMLINUX_BTF.as_ref()).map_err(|e| anyhow!(e))?;
     privileges::require_bpf_capabilities().map_err(|e| anyhow!(e))?;
     // Bind before loading BPF, so a taken port fails fast and attaches nothing.
@@ -133,13 +137,22 @@ fn run(cli: Cli) -> Result<()> {
         },
         telemetry_path: cli.telemetry_path.clone(),
         buffers: WarmBuffers::default(),
+        auth,
+        scrapes: Arc::new(Semaphore::new(web::SCRAPES_IN_FLIGHT)),
     });
+    let limits = Limits {
+        read_header_timeout: cli.read_header_timeout,
+        max_header_bytes: cli.max_header_bytes as usize,
+        max_connections: cli.max_connections as usize,
+        write_timeout: cli.write_timeout,
+    };
 
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        info!(address = %listener.local_addr()?, path = %cli.telemetry_path, "serving metrics");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        info!(address = %listener.local_addr()?, path = %cli.telemetry_path, scheme, "serving metrics");
         let maintenance = tokio::spawn(maintenance::run(state.reader.clone()));
-        web::serve(listener, state, shutdown_signal()?).await;
+        web::serve(listener, state, limits, tls, shutdown_signal()?).await;
         maintenance.abort();
         Ok::<_, io::Error>(())
     })?;
@@ -167,6 +180,18 @@ fn return_big_buffers_to_the_kernel() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+}
+
+/// TLS and basic auth from --web.config.file, checked whole, certificate
+/// files included.
+fn web_security(cli: &Cli) -> Result<(Option<Arc<Tls>>, Option<BasicAuth>)> {
+    let Some(path) = &cli.web_config_file else {
+        return Ok((None, None));
+    };
+    let config = web::config::load(path)?;
+    let tls = config.tls.map(Tls::load).transpose()?.map(Arc::new);
+    let auth = (!config.users.is_empty()).then(|| BasicAuth::new(config.users));
+    Ok((tls, auth))
 }
 
 fn identity_config(cli: &Cli) -> IdentityConfig {

@@ -35,6 +35,12 @@ fn defaults_follow_exporter_conventions() {
     assert!(cli.cgroup_attribution);
     assert_eq!(cli.cgroup_root, None);
     assert_eq!((cli.kubeconfig, cli.labels_file), (None, None));
+    // Plain HTTP, with limits on by default.
+    assert_eq!(cli.web_config_file, None);
+    assert_eq!(cli.read_header_timeout, Duration::from_secs(10));
+    assert_eq!(cli.write_timeout, Duration::from_secs(30));
+    assert_eq!(cli.max_header_bytes, 16_384);
+    assert_eq!(cli.max_connections, 512);
 }
 
 #[test]
@@ -55,8 +61,17 @@ fn every_flag_parses() {
         "--filter.port.include=443,8000-8100",
         "--filter.port.exclude=22",
         "--filter.loopback=exclude",
+        "--web.config.file=/etc/web.yml",
+        "--web.read-header-timeout=2s",
+        "--web.write-timeout=1m",
+        "--web.max-header-bytes=8192",
+        "--web.max-connections=64",
     ])
     .unwrap();
+    assert_eq!(cli.web_config_file, Some("/etc/web.yml".into()));
+    assert_eq!(cli.read_header_timeout, Duration::from_secs(2));
+    assert_eq!(cli.write_timeout, Duration::from_secs(60));
+    assert_eq!((cli.max_header_bytes, cli.max_connections), (8192, 64));
     let filter = cli.flow_filter();
     assert_eq!(filter.ports, PortsMode::All);
     assert_eq!(filter.loopback, Loopback::Exclude);
@@ -122,6 +137,10 @@ fn bad_values_are_usage_errors() {
         &["--filter.port.include=0"],
         &["--filter.port.exclude=9-1"],
         &["--filter.loopback=maybe"],
+        &["--web.read-header-timeout=0s"],
+        &["--web.write-timeout=never"],
+        &["--web.max-header-bytes=100"],
+        &["--web.max-connections=0"],
     ] {
         let err = parse(args).expect_err(&format!("{args:?} must be rejected"));
         assert_ne!(err.kind(), ErrorKind::DisplayHelp, "{args:?}");
@@ -147,6 +166,11 @@ fn help_explains_every_flag() {
         "--filter.port.include",
         "--filter.port.exclude",
         "--filter.loopback",
+        "--web.config.file",
+        "--web.read-header-timeout",
+        "--web.write-timeout",
+        "--web.max-header-bytes",
+        "--web.max-connections",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

@@ -87,6 +87,45 @@ mod tests {
         assert_eq!(format_for(Some("application/json")), Format::Text);
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, negotiation answers, and never panics.
+        #[test]
+        fn any_accept_headers_negotiate(accept in "\\PC{0,120}", encoding in "\\PC{0,60}") {
+            let _ = format_for(Some(&accept));
+            let _ = accepts_gzip(Some(&encoding));
+        }
+
+        /// A list of ranges with q-values picks the highest, the first on a tie.
+        #[test]
+        fn highest_q_wins(
+            om in 0u16..=1000,
+            text in 0u16..=1000,
+            om_first in proptest::bool::ANY,
+        ) {
+            let (om_q, text_q) = (f32::from(om) / 1000.0, f32::from(text) / 1000.0);
+            let om_range = format!("application/openmetrics-text;version=1.0.0;q={om_q}");
+            let text_range = format!("text/plain;version=0.0.4;q={text_q}");
+            let header = if om_first {
+                format!("{om_range}, {text_range}")
+            } else {
+                format!("{text_range}, {om_range}")
+            };
+            let want = if om_q > text_q || (om_q == text_q && om_first && om_q > 0.0) {
+                Format::OpenMetrics
+            } else {
+                Format::Text
+            };
+            proptest::prop_assert_eq!(format_for(Some(&header)), want);
+        }
+
+        #[test]
+        fn gzip_follows_its_q(q in 0u16..=1000, other in "[a-z]{1,8}") {
+            let q = f32::from(q) / 1000.0;
+            let header = format!("{other};q=1, gzip;q={q}");
+            proptest::prop_assert_eq!(accepts_gzip(Some(&header)), q > 0.0 || other == "gzip");
+        }
+    }
+
     #[test]
     fn gzip_only_when_offered() {
         assert!(accepts_gzip(Some("gzip")));

@@ -7,6 +7,7 @@ use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use hyper::{Response, StatusCode};
 
 use super::responses::{plain, set, Body};
+use super::server::ScrapePermit;
 use super::{read_failed, AppState};
 use crate::exposition::flow_families::body_estimate;
 use crate::exposition::{self, Format};
@@ -15,7 +16,13 @@ use crate::flows::reader::lock;
 /// Reads the maps off the async runtime (a big table takes milliseconds of
 /// syscalls) and answers as soon as that worked: the body follows while it
 /// is written, holding the flow table meanwhile.
+///
+/// A place among [`super::SCRAPES_IN_FLIGHT`] bodies is waited for first,
+/// and goes with the response until its last byte is sent.
 pub async fn response(state: Arc<AppState>, format: Format, gzip: bool) -> Response<Body> {
+    let Ok(permit) = state.scrapes.clone().acquire_owned().await else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    };
     let (ready, answer) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let mut reader = lock(&state.reader);
@@ -44,5 +51,8 @@ pub async fn response(state: Arc<AppState>, format: Format, gzip: bool) -> Respo
     if gzip {
         set(&mut response, CONTENT_ENCODING, "gzip");
     }
+    response
+        .extensions_mut()
+        .insert(ScrapePermit(Arc::new(permit)));
     response
 }

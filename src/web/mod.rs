@@ -1,34 +1,36 @@
 //! The web server: /metrics (or --web.telemetry-path), /, /healthz and
-//! /api/flows, served by hyper on the tokio runtime. It reads the flows
-//! when asked and runs no background work of its own.
+//! /api/flows, served by hyper on the tokio runtime, behind the web
+//! config's TLS and basic auth (config, tls, auth) and the connection
+//! limits (server, connections, stall). It reads the flows when asked and
+//! runs no background work of its own.
 
+mod auth;
+pub mod config;
+mod connections;
 mod metrics;
 pub mod pages;
 mod responses;
+mod server;
+mod stall;
+pub mod tls;
+
+pub use auth::BasicAuth;
+pub use server::{serve, Limits};
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, ACCEPT_ENCODING};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tokio::sync::Semaphore;
+use tracing::warn;
 
 use crate::exposition::chunked::WarmBuffers;
 use crate::exposition::{format, ExporterInfo};
 use crate::flows::reader::lock;
 use crate::flows::{FlowReader, Snapshot};
-use responses::{header, plain, query_param, typed, Body};
-
-/// How long open connections may take to finish after a shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+use responses::{header, plain, query_param, set, typed, Body};
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -39,52 +41,35 @@ pub struct AppState {
     pub telemetry_path: String,
     /// The last /metrics body's buffers, for the next one.
     pub buffers: WarmBuffers,
+    /// basic_auth_users of the web config: every path needs them.
+    pub auth: Option<BasicAuth>,
+    /// /metrics bodies being written or sent; each holds its memory (about
+    /// 250 bytes per flow) until its last byte is sent.
+    pub scrapes: Arc<Semaphore>,
 }
 
-/// Serves until `shutdown` completes, then lets open requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let state = state.clone();
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            debug!(error = %e, "HTTP connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Usually EMFILE; back off instead of spinning.
-                    warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("open HTTP connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
-    }
-}
+/// /metrics bodies in flight at once. A client that stops reading holds
+/// one until --web.write-timeout, so memory stays bounded by this many
+/// bodies whatever clients do, and a scrape waits for a place at most
+/// that long.
+pub const SCRAPES_IN_FLIGHT: usize = 4;
 
 async fn handle(
     state: Arc<AppState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(auth) = &state.auth {
+        let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+        if !auth.allows(header).await {
+            let mut response = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            set(
+                &mut response,
+                WWW_AUTHENTICATE,
+                "Basic realm=\"tcp-flow-exporter\", charset=\"UTF-8\"",
+            );
+            return Ok(response);
+        }
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(plain(
             StatusCode::METHOD_NOT_ALLOWED,
