@@ -40,8 +40,10 @@ log "Prometheus configuration and rules"
 "$promtool" check rules prometheus/rules.yml >/dev/null
 "$promtool" test rules prometheus/rules_test.yml >/dev/null
 
-log "kustomizations, PodMonitor, identity wiring, docker-compose, Dockerfile, Grafana files"
-"$venv/bin/python" - <<'EOF'
+log "kustomizations, PodMonitors, identity and web-config wiring, docker-compose, Dockerfile, Grafana files"
+secured_ds="$(mktemp --suffix=.yaml)"
+trap 'rm -f "$secured_ds"' EXIT
+SECURED_DS="$secured_ds" "$venv/bin/python" - <<'EOF'
 import json, os, re, sys, yaml
 
 failures = []
@@ -54,7 +56,8 @@ def load(path):
         return yaml.safe_load(f)
 
 # Every kustomization lists files that exist.
-for k in ["deploy/kustomization.yaml", "deploy/prometheus-operator/kustomization.yaml"]:
+for k in ["deploy/kustomization.yaml", "deploy/prometheus-operator/kustomization.yaml",
+          "deploy/secured/kustomization.yaml"]:
     base = os.path.dirname(k)
     for r in load(k)["resources"]:
         check(os.path.exists(os.path.join(base, r)), f"{k}: missing resource {r}")
@@ -107,6 +110,58 @@ cm = mounts.get("host-cgroup", {})
 check(cm.get("readOnly") is True and flags.get("--cgroup.root") == cm.get("mountPath")
       and volumes.get("host-cgroup", {}).get("hostPath", {}).get("path") == "/sys/fs/cgroup",
       "--cgroup.root is not the host's /sys/fs/cgroup mounted read-only")
+
+# deploy/secured/: the DaemonSet with the overlay's JSON patch applied
+# (kubernetes-validate checks it below) passes --web.config.file, a key of
+# the Secret the kustomization generates, mounted as a directory; the TLS
+# Secret is mounted where web.yml looks; the probes need no credentials;
+# the overlay's PodMonitor scrapes https with a client certificate and
+# basic auth.
+import copy
+secured = load("deploy/secured/kustomization.yaml")
+[patch_ref] = secured["patches"]
+check(patch_ref["target"] == {"kind": "DaemonSet", "name": ds["metadata"]["name"]}, "secured: patch target")
+sds = copy.deepcopy(ds)
+for op in load(os.path.join("deploy/secured", patch_ref["path"])):
+    *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+    node = sds
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node[p]
+    if op["op"] == "add" and last == "-":
+        node.append(op["value"])
+    elif op["op"] in ("add", "replace"):
+        node[int(last) if isinstance(node, list) else last] = op["value"]
+    else:
+        check(False, f"secured: unexpected patch op {op['op']}")
+with open(os.environ["SECURED_DS"], "w") as f:
+    yaml.safe_dump(sds, f)
+[sc] = sds["spec"]["template"]["spec"]["containers"]
+sflags = dict(a.split("=", 1) for a in sc["args"] if "=" in a)
+smounts = {m["mountPath"]: m for m in sc["volumeMounts"]}
+svolumes = {v["name"]: v for v in sds["spec"]["template"]["spec"]["volumes"]}
+[gen] = secured["secretGenerator"]
+web_file = sflags.get("--web.config.file", "")
+web_mount = smounts.get(os.path.dirname(web_file), {})
+check(os.path.basename(web_file) in gen["files"] and "subPath" not in web_mount
+      and svolumes.get(web_mount.get("name"), {}).get("secret", {}).get("secretName") == gen["name"],
+      "secured: --web.config.file is not a key of the generated Secret, mounted as a directory")
+web = load("deploy/secured/web.yml")
+for key in ["cert_file", "key_file", "client_ca_file"]:
+    path = web["tls_server_config"][key]
+    mount = smounts.get(os.path.dirname(path), {})
+    check(mount.get("readOnly") is True and "subPath" not in mount
+          and "secret" in svolumes.get(mount.get("name"), {}),
+          f"secured: web.yml {key} {path} is not in a Secret mounted as a directory")
+for probe in ["livenessProbe", "readinessProbe"]:
+    check("tcpSocket" in sc[probe], f"secured: {probe} needs credentials (use tcpSocket)")
+spm = load("deploy/secured/podmonitor.yaml")
+check(all(pod_labels.get(k) == v for k, v in spm["spec"]["selector"]["matchLabels"].items()),
+      "secured PodMonitor selector does not match the DaemonSet's pods")
+for ep in spm["spec"]["podMetricsEndpoints"]:
+    check(ep["port"] in ports and ep.get("scheme") == "https", "secured PodMonitor: port or scheme")
+    tls = ep.get("tlsConfig", {})
+    check(all(k in tls for k in ["ca", "cert", "keySecret"]) and "basicAuth" in ep,
+          "secured PodMonitor: needs tlsConfig ca, cert, keySecret and basicAuth")
 
 # docker-compose: the services, and every file it mounts exists.
 compose = load("docker-compose.yml")
@@ -212,4 +267,7 @@ if failures:
     print("\n".join("check-deploy: FAILED: " + f for f in failures), file=sys.stderr)
     sys.exit(1)
 EOF
+log "the DaemonSet of deploy/secured/ against the $k8s_version schemas"
+"$venv/bin/kubernetes-validate" --quiet --strict -k "$k8s_version" "$secured_ds"
+
 log "all checks passed"

@@ -20,8 +20,9 @@ if [ "${1:-}" = "--test" ]; then
     # headless chromium renders the landing page; python3-venv holds the
     # manifest validator of scripts/check-deploy.sh; python3 runs the
     # identity tests' clients and scripts/cloud-ranges.py; nft sets up the
-    # DNAT the conntrack test resolves.
-    packages+=(util-linux iproute2 chromium python3-venv python3 nftables)
+    # DNAT the conntrack test resolves; openssl makes the TLS tests'
+    # certificates and reads the served one; curl is their HTTPS client.
+    packages+=(util-linux iproute2 chromium python3-venv python3 nftables openssl curl)
 fi
 
 missing=()

@@ -213,6 +213,7 @@ fn bind(address: &ListenAddress) -> Result<TcpListener> {
         match TcpListener::bind(candidate) {
             Ok(listener) => {
                 listener.set_nonblocking(true)?;
+                widen_backlog(&listener);
                 return Ok(listener);
             }
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
@@ -226,6 +227,19 @@ fn bind(address: &ListenAddress) -> Result<TcpListener> {
     }
     let e = last_error.expect("a listen address has at least one candidate");
     Err(anyhow!("cannot listen on {}: {e}", address.text))
+}
+
+/// std listens with a queue of 128 connections the exporter has not yet
+/// accepted. A burst of connections while the runtime is busy for a few
+/// milliseconds overflows it, and each dropped SYN costs its client a 1 s
+/// retransmit. Go's listeners ask for the kernel's maximum
+/// (net.core.somaxconn); so does this one. A second listen() only changes
+/// the queue's length.
+fn widen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen() on a socket this function borrows; a negative or too
+    // large backlog is capped at somaxconn by the kernel.
+    let _ = unsafe { libc::listen(listener.as_raw_fd(), libc::SOMAXCONN.max(4096)) };
 }
 
 /// Completes on the first SIGINT or SIGTERM.

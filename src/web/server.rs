@@ -2,6 +2,7 @@
 //! the header and write timeouts, and hyper.
 
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,7 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, warn};
 
-use super::connections::{Busy, Connections, Slot};
+use super::connections::{Busy, Connections, Slot, Tracker};
 use super::stall::Stall;
 use super::tls::Tls;
 use super::{handle, AppState};
@@ -55,7 +56,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     // Every open connection is answering a request: no room.
-                    let Some(slot) = connections.admit() else {
+                    let Some(slot) = connections.admit(stream.as_raw_fd()) else {
                         debug!("refused a connection: every connection is busy");
                         continue;
                     };
@@ -89,35 +90,41 @@ async fn connection(
     slot: Slot,
     watcher: Watcher,
 ) {
-    let stream = Stall::new(stream, limits.write_timeout);
-    let served = async {
+    let stream = slot.listen(Stall::new(stream, limits.write_timeout));
+    let tracker = slot.tracker();
+    let served = async move {
         match tls {
-            None => http(stream, state, &limits, &slot, watcher).await,
+            None => http(stream, state, &limits, tracker, watcher).await,
             Some(tls) => {
                 let handshake = async {
                     let start = LazyConfigAcceptor::new(Default::default(), stream).await?;
                     start.into_stream(tls.config()).await
                 };
                 match tokio::time::timeout(limits.read_header_timeout, handshake).await {
-                    Ok(Ok(stream)) => http(stream, state, &limits, &slot, watcher).await,
+                    Ok(Ok(stream)) => http(stream, state, &limits, tracker, watcher).await,
                     Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
                     Err(_) => debug!("TLS handshake timed out"),
                 }
             }
         }
     };
+    tokio::pin!(served);
     tokio::select! {
-        () = served => {}
+        () = &mut served => {}
         () = slot.closing() => debug!("closed an idle connection to make room for a new one"),
     }
+    // Off the list in the same poll that closed the socket: the runtime has
+    // one thread, so no accept can reuse the fd number while it is listed
+    // (and the worst a reused one could do is misjudge one eviction).
+    drop(slot);
 }
 
-async fn http<I>(io: I, state: Arc<AppState>, limits: &Limits, slot: &Slot, watcher: Watcher)
+async fn http<I>(io: I, state: Arc<AppState>, limits: &Limits, tracker: Tracker, watcher: Watcher)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(|req| {
-        let busy = slot.busy();
+        let busy = tracker.busy();
         let state = state.clone();
         async move {
             let mut response = handle(state, req).await?;

@@ -22,16 +22,25 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(binary: &Path, targets: &[SocketAddr]) -> Prometheus {
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let job = format!(
+            "  - job_name: {JOB}\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        Self::start_jobs(binary, &job)
+    }
+
+    /// A Prometheus server with our rules and `jobs`, the YAML list items
+    /// of scrape_configs (indented by two spaces).
+    pub fn start_jobs(binary: &Path, jobs: &str) -> Prometheus {
         let dir = temp_path("prometheus");
         std::fs::create_dir_all(&dir).unwrap();
         let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus/rules.yml");
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files: ['{}']\n\
-             scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: [{}]\n",
+             scrape_configs:\n{jobs}",
             rules.display(),
-            targets.join(", ")
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -33,6 +33,15 @@ impl Exporter {
 
     /// Starts the exporter with exactly `args` (plus a free listen address).
     pub fn start_raw(args: &[&str]) -> Exporter {
+        Self::start_until(args, |addr| {
+            matches!(http_get(addr, "/healthz", &[]), Ok((200, _)))
+        })
+    }
+
+    /// Starts the exporter with exactly `args` (plus a free listen address),
+    /// and waits until `ready` says it serves (for TLS and auth, which a
+    /// plain GET of /healthz cannot pass).
+    pub fn start_until(args: &[&str], ready: impl Fn(SocketAddr) -> bool) -> Exporter {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = temp_path("exporter.log");
         let child = Command::new(BIN)
@@ -48,11 +57,11 @@ impl Exporter {
             addr,
             log,
         };
-        exporter.wait_healthy();
+        exporter.wait_ready(ready);
         exporter
     }
 
-    fn wait_healthy(&mut self) {
+    fn wait_ready(&mut self, ready: impl Fn(SocketAddr) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -61,7 +70,7 @@ impl Exporter {
                     self.log()
                 );
             }
-            if let Ok((200, _)) = http_get(self.addr, "/healthz", &[]) {
+            if ready(self.addr) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));

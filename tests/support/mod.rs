@@ -8,6 +8,8 @@ pub mod exporter;
 pub mod kube_api;
 pub mod netns;
 pub mod paths;
+pub mod pki;
+pub mod plant;
 pub mod scrape;
 pub mod stand_in;
 pub mod tools;

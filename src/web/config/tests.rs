@@ -266,3 +266,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn shipped_example_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/secured/web.yml");
+    let config = load(&path).unwrap();
+    let tls = config.tls.unwrap();
+    assert_eq!(tls.client_auth, ClientAuth::RequireAndVerifyClientCert);
+    assert_eq!(
+        tls.cert_file,
+        Path::new("/etc/tcp-flow-exporter/tls/tls.crt")
+    );
+    assert_eq!(config.users.len(), 1);
+}
