@@ -8,7 +8,7 @@
 //! labels never change. The identity is bound when a key is first seen and
 //! looked at again when its facts change ([`Identify::refresh`]).
 //!
-//! Sources hand over per-flow byte counts ([`FlowSink`]); they are added
+//! Sources hand over per-flow byte counts ([`crate::source::FlowSink`]); they are added
 //! here, so a counter only ever grows while its series exists, however
 //! often the kernel's entry is deleted and created again. A flow idle for
 //! longer than --flows.idle-timeout is dropped and its series ends. At most
@@ -18,9 +18,9 @@
 //! Scrapes do not wait for a drain. Switching kernel tables waits for an RCU
 //! grace period (7–23 ms on the benchmark VM, more on a busy node), so a
 //! scrape reads the table the probes still write and adds each entry's
-//! growth since it was last read ([`FlowSink::credit`]); each flow keeps
+//! growth since it was last read ([`crate::source::FlowSink::credit`]); each flow keeps
 //! what it took. The drain, once the probes have moved to the other table,
-//! adds only the rest ([`FlowSink::settle`]). An entry's bytes only grow
+//! adds only the rest ([`crate::source::FlowSink::settle`]). An entry's bytes only grow
 //! while its table is written, so every total only grows and each byte is
 //! added exactly once.
 
@@ -40,10 +40,11 @@ use crate::identity::labels::{Identity, Interner, ALL_SHOWN};
 use crate::identity::resolver::{FlowEnds, Identify};
 use crate::identity::Anonymous;
 use crate::kernel::skel::{from_bytes, FlowBytes, FlowKey, FlowKeyBytes};
-use crate::source::{FlowSink, Overflow};
+use crate::source::Overflow;
 
 mod classes;
 pub mod series;
+mod sink;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Taken {
@@ -340,7 +341,7 @@ impl FlowTable {
     }
 
     /// Growth of a key whose binding is new or changed; the fast paths in
-    /// [`FlowSink`] handle the rest.
+    /// [`crate::source::FlowSink`] handle the rest.
     fn grow(&mut self, key: &FlowKeyBytes, series: SeriesId, sent: u64, received: u64, seen: u64) {
         // A new key or series may be older than everything kept so far.
         let expiry = seen.saturating_add(self.idle_timeout_ns);
@@ -428,92 +429,6 @@ impl FlowTable {
                 last_seen_ns: s.last_seen_ns,
             })
             .collect()
-    }
-}
-
-impl FlowSink for FlowTable {
-    fn add(&mut self, key: &FlowKeyBytes, sent: u64, received: u64, seen_ns: u64) {
-        // The common case in one hash lookup: a known key, identity checked.
-        if let Some(bound) = self.keys.get_mut(key) {
-            if bound.checked == self.generation {
-                bound.last_seen_ns = bound.last_seen_ns.max(seen_ns);
-                let series = self.series.get_mut(bound.series);
-                series.grow(sent, received, seen_ns);
-                if self.prices.is_some() {
-                    series.cost += self.classes.rate(bound.class).cost(sent, received);
-                }
-                return;
-            }
-        }
-        match self.target(key) {
-            Target::Series(series) => self.grow(key, series, sent, received, seen_ns),
-            Target::Overflow(class) => self.overflow(class, sent, received),
-            Target::Undecodable => self.undecodable += 1,
-        }
-    }
-
-    /// A new flow that finds the table full goes to the overflow flow, as
-    /// in a drain, and stays there until the drain.
-    fn credit(&mut self, key: &FlowKeyBytes, counted: &FlowBytes) {
-        let taken = Taken::of(counted);
-        let seen = counted.last_seen_ns;
-        if let Some(bound) = self.keys.get_mut(key) {
-            if bound.checked == self.generation {
-                let (sent, received) = bound.taken.rest_of(counted);
-                bound.taken = taken;
-                bound.last_seen_ns = bound.last_seen_ns.max(seen);
-                let series = self.series.get_mut(bound.series);
-                series.grow(sent, received, seen);
-                if self.prices.is_some() {
-                    series.cost += self.classes.rate(bound.class).cost(sent, received);
-                }
-                return;
-            }
-        }
-        if let Some((before, class)) = self.overflowed.get(key).copied() {
-            let (sent, received) = before.rest_of(counted);
-            self.overflow(class, sent, received);
-            self.overflowed.insert(*key, (taken, class));
-            return;
-        }
-        let before = self.keys.get(key).map_or(Taken::default(), |b| b.taken);
-        let (sent, received) = before.rest_of(counted);
-        match self.target(key) {
-            Target::Series(series) => {
-                self.grow(key, series, sent, received, seen);
-                self.keys.get_mut(key).expect("bound").taken = taken;
-            }
-            Target::Overflow(class) => {
-                self.overflow(class, sent, received);
-                self.overflowed.insert(*key, (taken, class));
-            }
-            // Left to the drain, which counts it once.
-            Target::Undecodable => {}
-        }
-    }
-
-    fn settle(&mut self, key: &FlowKeyBytes, counted: &FlowBytes) {
-        if let Some((taken, class)) = self.overflowed.remove(key) {
-            let (sent, received) = taken.rest_of(counted);
-            self.overflow(class, sent, received);
-            return;
-        }
-        // The entry only grew after a scrape read it.
-        let before = self.keys.get(key).map_or(Taken::default(), |b| b.taken);
-        let (sent, received) = before.rest_of(counted);
-        self.add(key, sent, received, counted.last_seen_ns);
-        match self.keys.get_mut(key) {
-            Some(bound) => bound.taken = Taken::default(),
-            // Moved to the overflow flow just now, for want of room for its
-            // new identity: that entry is settled too.
-            None => _ = self.overflowed.remove(key),
-        }
-    }
-
-    fn table_drained(&mut self) {
-        // Every flow that overflowed at a scrape was in the drained table
-        // and is settled; let go of their memory.
-        self.overflowed = Map::default();
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::cost::Prices;
+use crate::source::FlowSink;
 use crate::test_support::{counted, key_with_port, totals_by_port};
 
 /// A drained kernel entry (the probes no longer write its table).
