@@ -96,10 +96,10 @@ fn empty_programs(names: &[&'static str]) -> (Vec<Link>, Vec<ProgramHandle>) {
         let name = prog.name().to_string_lossy().into_owned();
         if let Some(&empty) = names.iter().find(|e| **e == name) {
             links.push(prog.attach().expect("attach an empty program"));
-            handles.push(ProgramHandle {
-                name: empty.to_string(),
-                fd: prog.as_fd().try_clone_to_owned().unwrap(),
-            });
+            handles.push(ProgramHandle::unwatched(
+                empty.to_string(),
+                prog.as_fd().try_clone_to_owned().unwrap(),
+            ));
         }
     }
     (links, handles)

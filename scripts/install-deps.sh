@@ -21,8 +21,9 @@ if [ "${1:-}" = "--test" ]; then
     # manifest validator of scripts/check-deploy.sh; python3 runs the
     # identity tests' clients and scripts/cloud-ranges.py; nft sets up the
     # DNAT the conntrack test resolves; openssl makes the TLS tests'
-    # certificates and reads the served one; curl is their HTTPS client.
-    packages+=(util-linux iproute2 chromium python3-venv python3 nftables openssl curl)
+    # certificates and reads the served one; curl is their HTTPS client;
+    # bpftool lists what the privilege tests leave loaded and tries to detach.
+    packages+=(util-linux iproute2 chromium python3-venv python3 nftables openssl curl bpftool)
 fi
 
 missing=()

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 # same natively).
 # Every other test binary runs once per kernel, except those in `not_here`.
 traffic_tests=(counting closing flow_keys roles_and_filters http program_stats)
-once_tests=(errors map_read agreement identity cost)
+once_tests=(errors map_read agreement identity cost privileges)
 # Chromium, Prometheus, the cloud-ranges converter, the test Kubernetes
 # API server and the web endpoint's TLS, auth and abuse tests do not depend
 # on the kernel; scripts/test.sh runs these natively.

@@ -5,6 +5,7 @@ use std::io::{self, IsTerminal};
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
@@ -16,7 +17,8 @@ use tcp_flow_exporter::exposition::chunked::WarmBuffers;
 use tcp_flow_exporter::exposition::ExporterInfo;
 use tcp_flow_exporter::flows::{maintenance, FlowReader, FlowTable};
 use tcp_flow_exporter::identity::start::{self, IdentityConfig};
-use tcp_flow_exporter::kernel::{features, privileges, programs, Probe, ProbeConfig};
+use tcp_flow_exporter::kernel::least_privilege::{self, bit, CAP_NET_ADMIN};
+use tcp_flow_exporter::kernel::{features, links, privileges, programs, Probe, ProbeConfig};
 use tcp_flow_exporter::source;
 use tcp_flow_exporter::web::tls::Tls;
 use tcp_flow_exporter::web::{self, AppState, BasicAuth, Limits};
@@ -87,6 +89,9 @@ fn run(cli: Cli) -> Result<()> {
     // The identity facts before BPF: a bad --labels.file attaches nothing.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Capabilities are dropped only while the main thread is alone
+        // (kernel/least_privilege.rs): idle blocking threads go quickly.
+        .thread_keep_alive(Duration::from_millis(100))
         .build()
         .context("starting the async runtime")?;
     let (resolver, identity_health) = runtime.block_on(start::start(&identity_config(&cli)))?;
@@ -104,7 +109,7 @@ fn run(cli: Cli) -> Result<()> {
         sockets_max: cli.sockets_max,
         filter: cli.flow_filter(),
     };
-    let probe = Probe::attach(cli.probe.backend(), &config)?;
+    let mut probe = Probe::attach(cli.probe.backend(), &config)?;
     info!(backend = probe.backend().name(), "counting TCP bytes");
     // Held until exit: statistics stay on only while this fd is open.
     let bpf_stats = cli
@@ -123,7 +128,10 @@ fn run(cli: Cli) -> Result<()> {
         Some((feed, stats)) => (table.with_prices(feed), Some(stats)),
         None => (table, None),
     };
-    let programs = probe.program_handles().context("keeping program handles")?;
+    let programs = probe
+        .take_program_handles()
+        .context("keeping program handles")?;
+    drop_capabilities(&programs, identity_health.conntrack)?;
     let reader = FlowReader::new(source, table, programs, bpf_stats.is_some());
     let state = Arc::new(AppState {
         reader: Arc::new(Mutex::new(reader)),
@@ -162,6 +170,34 @@ fn run(cli: Cli) -> Result<()> {
     drop(bpf_stats);
     info!("detached all BPF programs; exiting");
     Ok(())
+}
+
+/// Gives up, once everything is attached, each capability but those
+/// re-attaching a program (and conntrack lookups) need, which stay
+/// permitted only. Capabilities are per thread, so it waits for the
+/// runtime's idle blocking threads to end first.
+fn drop_capabilities(programs: &[programs::ProgramHandle], conntrack: bool) -> Result<()> {
+    let permitted = least_privilege::current()
+        .context("reading capabilities")?
+        .permitted;
+    let reattach = least_privilege::bpf_caps(permitted);
+    let conntrack = if conntrack { bit(CAP_NET_ADMIN) } else { 0 };
+    links::set_reattach_caps(reattach);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threads() > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let steady = || match programs.first() {
+        Some(program) => programs::ask_kernel(program),
+        None => Ok(()),
+    };
+    least_privilege::drop_after_attach(reattach | conntrack, steady)
+        .context("cannot drop capabilities after attach")?;
+    Ok(())
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count())
 }
 
 /// A scrape allocates the whole response (about 250 bytes per flow) and

@@ -187,12 +187,39 @@ pub fn encode(
     encode_programs(encoder, snap)
 }
 
-/// Per loaded program: runs, run time, recursion misses. (No "attached"
-/// gauge: every program is attached for as long as the exporter runs, since
-/// a failed attach is fatal and nothing detaches the links the exporter
-/// holds; the socket backend's walk is run, never attached.)
+/// Per loaded program: attached (as the kernel says, at this scrape),
+/// re-attachments, runs, run time, recursion misses. The socket backend's
+/// walk is run, never attached, so it has no attached state.
 fn encode_programs(encoder: &mut DescriptorEncoder, snap: &Snapshot) -> fmt::Result {
     let programs = &snap.programs;
+    let mut attached = encoder.encode_descriptor(
+        "tcp_flow_exporter_program_attached",
+        "1 while the kernel runs the BPF program at its hook, asked of the kernel at each scrape; \
+         0 if it was detached from outside and could not be attached again.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for p in programs {
+        if let Some(state) = p.attached {
+            attached
+                .encode_family(&[("program", p.name.as_str())])?
+                .encode_gauge(&u64::from(state))?;
+        }
+    }
+    let watched: Vec<ProgramStats> = programs
+        .iter()
+        .filter(|p| p.attached.is_some())
+        .cloned()
+        .collect();
+    program_counter(
+        encoder,
+        "tcp_flow_exporter_program_reattached",
+        "Times the BPF program was found detached from outside and attached again; \
+         what its hook saw in between is not counted.",
+        None,
+        &watched,
+        |p| p.reattached,
+    )?;
     encoder
             .encode_descriptor(
                 "tcp_flow_exporter_bpf_stats_enabled",

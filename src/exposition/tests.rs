@@ -41,6 +41,8 @@ fn snapshot() -> Arc<Snapshot> {
             run_count: 10,
             run_time_ns: 1_500_000_000,
             recursion_misses: 1,
+            attached: Some(false),
+            reattached: 3,
         }],
         bpf_stats_enabled: true,
         read_duration: Duration::from_millis(3),
@@ -110,8 +112,13 @@ fn text_format_has_exact_flow_samples() {
         assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
     }
     assert!(!out.contains("# EOF"), "0.0.4 has no EOF marker");
-    // Every program is attached while the exporter runs: no gauge says so.
-    assert!(!out.contains("program_attached"), "{out}");
+    // The attached state and re-attachments, as the kernel said.
+    for line in [
+        r#"tcp_flow_exporter_program_attached{program="tp_sock_send_length"} 0"#,
+        r#"tcp_flow_exporter_program_reattached_total{program="tp_sock_send_length"} 3"#,
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+    }
 }
 
 #[test]

@@ -15,7 +15,8 @@ use crate::source::FlowSource;
 pub struct FlowReader {
     source: Box<dyn FlowSource>,
     table: FlowTable,
-    /// The loaded programs, for their run statistics.
+    /// The loaded programs, for their run statistics, and the links that
+    /// keep them attached.
     programs: Vec<ProgramHandle>,
     /// The exporter holds BPF_ENABLE_STATS (--bpf.stats).
     bpf_stats_held: bool,
@@ -51,6 +52,7 @@ impl FlowReader {
     /// reports but the flows themselves, which stay in [`Self::table`].
     pub fn refresh(&mut self) -> io::Result<Snapshot> {
         let started = Instant::now();
+        programs::keep_attached(&mut self.programs);
         self.table.refresh_identity();
         let source = self
             .source
@@ -91,6 +93,7 @@ impl FlowReader {
 
     /// The slower work between scrapes, and idle expiry.
     pub fn maintain(&mut self) -> io::Result<()> {
+        programs::keep_attached(&mut self.programs);
         self.table.refresh_identity();
         self.maintained += 1;
         if self.maintained.is_multiple_of(PRUNE_EVERY) {

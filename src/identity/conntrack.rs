@@ -47,6 +47,7 @@ pub use self::message::Tuple;
 use self::parse::Answer;
 pub use self::parse::Entry;
 use self::socket::{NetlinkSocket, OpenFailure, ANSWER_TIMEOUT};
+use crate::kernel::least_privilege::{self, bit, CAP_NET_ADMIN};
 
 /// A conntrack entry's answer fits in about 300 bytes; room for every
 /// optional attribute a kernel adds.
@@ -181,7 +182,10 @@ impl Conntrack {
     fn lookup(&mut self, asked: &Tuple) -> io::Result<Option<Entry>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        self.socket.send(&message::get_request(seq, asked))?;
+        // nfnetlink checks the sender's CAP_NET_ADMIN at every request; the
+        // exporter keeps it permitted only (kernel/least_privilege.rs).
+        let request = message::get_request(seq, asked);
+        least_privilege::raised(bit(CAP_NET_ADMIN), || self.socket.send(&request))?;
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         loop {
             let datagram = self.socket.receive(&mut self.buffer)?;

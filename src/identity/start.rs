@@ -40,6 +40,8 @@ pub struct IdentityConfig {
 pub struct IdentityHealth {
     pub kubernetes: Option<Arc<KubeHealth>>,
     pub labels: Option<Arc<FileStats>>,
+    /// Conntrack lookups run, which need CAP_NET_ADMIN at each request.
+    pub conntrack: bool,
 }
 
 /// How long start-up waits for the first full list of every watched kind,
@@ -113,7 +115,10 @@ pub async fn start(config: &IdentityConfig) -> Result<(Resolver, IdentityHealth)
     };
     let mut resolver = Resolver::new(node, kube, networks, cgroups);
     match Conntrack::open(config.conntrack_netns.as_deref()) {
-        Ok(conntrack) => resolver = resolver.with_conntrack(conntrack),
+        Ok(conntrack) => {
+            resolver = resolver.with_conntrack(conntrack);
+            health.conntrack = true;
+        }
         // Asked for: a promise the exporter cannot keep.
         Err(e) if config.conntrack_netns.is_some() => {
             return Err(anyhow::anyhow!("--conntrack.netns: {e}"));

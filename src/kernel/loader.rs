@@ -11,14 +11,15 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use libbpf_rs::skel::Skel;
-use libbpf_rs::{Link, MapCore, MapMut, Object, OpenMapMut, OpenObject};
+use libbpf_rs::{Link, MapCore, MapMut, Object, OpenMapMut, OpenObject, ProgramType};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use super::backend::Backend;
 use super::features::KernelFeatures;
 use super::filter::{cidr_key, FlowFilter};
-use super::programs::{test_run, ProgramHandle};
+use super::links::{attach_tracing, is_link_of};
+use super::programs::{test_run, Attachment, ProgramHandle};
 use super::skel::{as_bytes, per_event::PerEventSkel, socket::SocketSkel, Capacity};
 use super::{per_event_object, socket_object, BackendMaps};
 
@@ -74,8 +75,11 @@ pub struct AttachedProgram {
     pub name: String,
     pub id: u32,
     fd: OwnedFd,
-    /// None for a program user space runs itself.
-    _link: Option<Link>,
+    /// How it is attached, until handed to whoever watches it.
+    attachment: Option<Attachment>,
+    /// A kprobe's link as libbpf made it (with its perf event); None for
+    /// a program user space runs itself, or one attached by fd.
+    _libbpf_link: Option<Link>,
 }
 
 /// The loaded object of one backend family. Keeping it alive keeps the
@@ -189,15 +193,19 @@ impl Probe {
         self.backend
     }
 
-    /// Handles on the loaded programs, for their run statistics.
-    pub fn program_handles(&self) -> std::io::Result<Vec<ProgramHandle>> {
+    /// Handles on the loaded programs, for their run statistics and
+    /// attached state. The links of tp_btf and fentry programs move into
+    /// them: dropping the handles detaches those.
+    pub fn take_program_handles(&mut self) -> std::io::Result<Vec<ProgramHandle>> {
         self.programs
-            .iter()
+            .iter_mut()
             .map(|p| {
-                Ok(ProgramHandle {
-                    name: p.name.clone(),
-                    fd: p.fd.try_clone()?,
-                })
+                let attachment = p.attachment.take().unwrap_or(Attachment::Unwatched);
+                Ok(ProgramHandle::new(
+                    p.name.clone(),
+                    p.fd.try_clone()?,
+                    attachment,
+                ))
             })
             .collect()
     }
@@ -285,17 +293,31 @@ fn attach_all(
         }
         let name = program.name().to_string_lossy().into_owned();
         let id = id_of(program.as_fd());
-        let link = if walk.is_some() && walk == id {
+        let attach_failed =
+            |e: std::io::Error| failed(backend, &format!("attach {name}"))(e.into());
+        let (attachment, libbpf_link) = if walk.is_some() && walk == id {
             test_run(program.as_fd()).map_err(|e| {
                 failed(backend, &format!("run {name} (BPF_PROG_TEST_RUN)"))(e.into())
             })?;
-            None
+            (Attachment::Unwatched, None)
+        } else if program.prog_type() == ProgramType::Tracing {
+            // By fd, so that a detached program can be attached again
+            // from its fd alone (kernel/links.rs).
+            let link = attach_tracing(program.as_fd()).map_err(attach_failed)?;
+            (Attachment::Tracing(link), None)
         } else {
-            Some(
-                program
-                    .attach()
-                    .map_err(failed(backend, &format!("attach {name}")))?,
-            )
+            let link = program
+                .attach()
+                .map_err(failed(backend, &format!("attach {name}")))?;
+            let fd = link.as_fd().try_clone_to_owned().map_err(attach_failed)?;
+            // Before Linux 5.15 libbpf attaches a kprobe through a perf
+            // event, not a BPF link, and the kernel has nothing to ask.
+            let attachment = if id.is_some_and(|id| is_link_of(fd.as_fd(), id)) {
+                Attachment::Kprobe(fd)
+            } else {
+                Attachment::Unwatched
+            };
+            (attachment, Some(link))
         };
         let fd = program
             .as_fd()
@@ -305,7 +327,8 @@ fn attach_all(
             name,
             id: id.unwrap_or(0),
             fd,
-            _link: link,
+            attachment: Some(attachment),
+            _libbpf_link: libbpf_link,
         });
     }
     Ok(programs)

@@ -8,6 +8,8 @@
 pub mod backend;
 pub mod features;
 pub mod filter;
+pub mod least_privilege;
+pub mod links;
 pub mod loader;
 pub mod maps;
 mod per_event_object;

@@ -8,13 +8,61 @@
 //! Recursion misses (runs the kernel skipped, Linux 5.12+) are always counted.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-/// One attached program the exporter reports on.
+use super::links::is_link_of;
+pub use super::links::{keep_attached, Attachment};
+
+/// One loaded program the exporter reports on, and its link.
 #[derive(Debug)]
 pub struct ProgramHandle {
     pub name: String,
     pub fd: OwnedFd,
+    /// The program's id, which its link must name.
+    pub id: u32,
+    pub attachment: Attachment,
+    /// Times it was found detached and attached again.
+    pub reattached: u64,
+    /// Its current detach has been logged.
+    pub detach_reported: bool,
+}
+
+impl ProgramHandle {
+    /// A program whose attachment someone else looks after.
+    pub fn unwatched(name: String, fd: OwnedFd) -> ProgramHandle {
+        ProgramHandle::new(name, fd, Attachment::Unwatched)
+    }
+
+    pub fn new(name: String, fd: OwnedFd, attachment: Attachment) -> ProgramHandle {
+        let id = libbpf_rs::Program::id_from_fd(fd.as_fd()).unwrap_or(0);
+        ProgramHandle {
+            name,
+            fd,
+            id,
+            attachment,
+            reattached: 0,
+            detach_reported: false,
+        }
+    }
+
+    /// Whether the kernel runs it at its hook now; None for a program
+    /// user space runs itself.
+    pub fn attached(&self) -> Option<bool> {
+        match &self.attachment {
+            Attachment::Unwatched => None,
+            Attachment::Tracing(link) | Attachment::Kprobe(link) => {
+                Some(is_link_of(link.as_fd(), self.id))
+            }
+        }
+    }
+
+    /// The fd of its link, if it has one.
+    pub fn link(&self) -> Option<BorrowedFd<'_>> {
+        match &self.attachment {
+            Attachment::Unwatched => None,
+            Attachment::Tracing(link) | Attachment::Kprobe(link) => Some(link.as_fd()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,6 +71,9 @@ pub struct ProgramStats {
     pub run_count: u64,
     pub run_time_ns: u64,
     pub recursion_misses: u64,
+    /// Whether the kernel runs it at its hook; None for the walk.
+    pub attached: Option<bool>,
+    pub reattached: u64,
 }
 
 /// Reads the counters of each program; a program whose info cannot be read
@@ -43,9 +94,25 @@ pub fn read(programs: &[ProgramHandle]) -> Vec<ProgramStats> {
                 run_count: info.run_cnt,
                 run_time_ns: info.run_time_ns,
                 recursion_misses: info.recursion_misses,
+                attached: p.attached(),
+                reattached: p.reattached,
             })
         })
         .collect()
+}
+
+/// Asks the kernel about `program` (BPF_OBJ_GET_INFO_BY_FD): the cheapest
+/// of the bpf() calls each scrape makes.
+pub fn ask_kernel(program: &ProgramHandle) -> io::Result<()> {
+    let mut info = libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: as in `read`.
+    let rc =
+        unsafe { libbpf_sys::bpf_prog_get_info_by_fd(program.fd.as_raw_fd(), &mut info, &mut len) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(-rc));
+    }
+    Ok(())
 }
 
 /// Whether BPF statistics are on system-wide (the sysctl).

@@ -53,3 +53,12 @@ fn find_program(var: &str, names: &[&str], how: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// bpftool: $BPFTOOL, or PATH (scripts/install-deps.sh --test installs it).
+pub fn bpftool() -> Option<PathBuf> {
+    find_program(
+        "BPFTOOL",
+        &["bpftool"],
+        "scripts/install-deps.sh --test installs it",
+    )
+}
