@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, TcpListener};
 
 use super::addr;
-use super::stand_in::{connect_from, drop_effective_capabilities, require_root, Namespace};
+use super::stand_in::{connect_from, drop_all_capabilities, require_root, Namespace};
 use crate::identity::conntrack::{Conntrack, Entry, Tuple};
 
 /// Connects `client` to `service`, accepts on the backend, and checks what
@@ -143,7 +143,7 @@ fn missing_capabilities_are_named() {
     let errors = std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                drop_effective_capabilities();
+                drop_all_capabilities();
                 let here = Conntrack::open(None).err().map(|e| e.to_string());
                 let there = Conntrack::open(Some(&path)).err().map(|e| e.to_string());
                 (here, there)

@@ -181,9 +181,9 @@ fn sockaddr(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
-/// Clears this thread's effective capabilities (Linux keeps them per
+/// Clears this thread's effective and permitted capabilities (Linux keeps them per
 /// thread), so what runs after on it is unprivileged.
-pub(super) fn drop_effective_capabilities() {
+pub(super) fn drop_all_capabilities() {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -213,8 +213,13 @@ pub(super) fn drop_effective_capabilities() {
             0,
             "capget"
         );
-        data[0].effective = 0;
-        data[1].effective = 0;
+        // Permitted too: conntrack raises a permitted CAP_NET_ADMIN around
+        // each request (kernel/least_privilege.rs), as the exporter does
+        // after attach.
+        for half in &mut data {
+            half.effective = 0;
+            half.permitted = 0;
+        }
         assert_eq!(
             libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
             0,
