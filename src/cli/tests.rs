@@ -183,3 +183,120 @@ impl Cli {
         Cli::command().render_long_help().to_string()
     }
 }
+
+/// Flag values found by machines: whatever a user types, a flag is taken
+/// or refused with its own message (exit code 2), never a panic.
+mod arbitrary_values {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `--flag=value` refused as an invalid value whose message has `want`.
+    fn refused_with(flag: &str, value: &str, want: &[&str]) -> Result<(), TestCaseError> {
+        match parse(&[&format!("{flag}={value}")]) {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                prop_assert_eq!(err.kind(), ErrorKind::ValueValidation, "{}", err);
+                prop_assert_eq!(err.exit_code(), 2);
+                let text = err.to_string();
+                prop_assert!(
+                    want.iter().any(|w| text.contains(w)),
+                    "{flag}={value:?}: {text}"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// CIDR-like text: digits, dots, colons and slashes, and anything.
+    fn cidr_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9a-f.:/]{0,24}",
+            (any::<std::net::IpAddr>(), 0u16..200).prop_map(|(ip, len)| format!("{ip}/{len}")),
+            "\\PC{0,24}",
+        ]
+    }
+
+    fn port_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9 -]{0,14}",
+            (any::<u32>(), any::<u32>()).prop_map(|(a, b)| format!("{a}-{b}")),
+            "\\PC{0,16}",
+        ]
+    }
+
+    fn duration_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9]{0,22}(ns|us|ms|s|m|h|d|w|y|)",
+            "([0-9]{1,4}(ms|s|m|h) ?){1,4}",
+            "\\PC{0,16}",
+        ]
+    }
+
+    /// Listen addresses that need no name lookup: `:PORT`, an address and
+    /// port, and text without a colon (refused before any lookup).
+    fn listen_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ":\\PC{0,8}",
+            any::<SocketAddr>().prop_map(|a| a.to_string()),
+            "[^:]{0,24}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn cidr_filters_parse_or_say_invalid_cidr(text in cidr_text()) {
+            for flag in ["--filter.cidr.include", "--filter.cidr.exclude"] {
+                refused_with(flag, &text, &["invalid CIDR"])?;
+            }
+        }
+
+        #[test]
+        fn an_address_with_a_valid_prefix_is_taken_as_its_network(
+            ip in any::<std::net::IpAddr>(), len in 0u8..=128,
+        ) {
+            let len = if ip.is_ipv4() { len % 33 } else { len };
+            let cli = parse(&[&format!("--filter.cidr.include={ip}/{len}")]).unwrap();
+            let want = ipnet::IpNet::new(ip, len).unwrap().trunc();
+            prop_assert_eq!(cli.cidr_include, vec![want]);
+        }
+
+        #[test]
+        fn port_filters_parse_or_name_the_bad_port(text in port_text()) {
+            for flag in ["--filter.port.include", "--filter.port.exclude"] {
+                refused_with(flag, &text, &["invalid port"])?;
+            }
+            if let Ok(cli) = parse(&[&format!("--filter.port.include={text}")]) {
+                prop_assert!(cli.port_include.iter().all(|r| 1 <= r.first && r.first <= r.last));
+            }
+        }
+
+        #[test]
+        fn durations_parse_or_say_why(text in duration_text()) {
+            refused_with("--flows.idle-timeout", &text, &["invalid duration", "minimum of 1s"])?;
+            if let Ok(cli) = parse(&[&format!("--flows.idle-timeout={text}")]) {
+                prop_assert!(cli.idle_timeout >= Duration::from_secs(1));
+            }
+            for flag in ["--web.read-header-timeout", "--web.write-timeout"] {
+                refused_with(flag, &text, &["invalid duration", "minimum of 100ms"])?;
+            }
+        }
+
+        #[test]
+        fn listen_addresses_parse_or_say_what_is_expected(text in listen_text()) {
+            refused_with(
+                "--web.listen-address",
+                &text,
+                &["invalid port", "expected HOST:PORT", "resolves to no address"],
+            )?;
+        }
+
+        #[test]
+        fn label_choices_parse_or_say_why(text in "[a-z_, ]{0,40}|\\PC{0,30}") {
+            refused_with(
+                "--flows.labels",
+                &text,
+                &["empty label name", "unknown label", "is listed twice"],
+            )?;
+        }
+    }
+}

@@ -123,3 +123,98 @@ fn a_reload_may_not_change_the_currency() {
     let after = <Prices as Loadable>::parse(&cheaper, "cost.yaml", Some(&before)).unwrap();
     assert_eq!(after.rate(Path::Internet, None).sent, 0.05 / 1e9);
 }
+
+/// Cost files found by machines: any text, and files shaped like the real
+/// one with arbitrary values, load with finite prices of 0 or more, or give
+/// the documented one-line error naming the file and a line; never a panic.
+mod arbitrary_files {
+    use super::*;
+    use crate::config_file::ConfigError;
+    use proptest::prelude::*;
+
+    fn amount() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<f64>().prop_map(|v| v.to_string()),
+            any::<i64>().prop_map(|v| v.to_string()),
+            any::<u64>().prop_map(|v| v.to_string()),
+            Just(".inf".to_string()),
+            Just("-.inf".to_string()),
+            Just(".nan".to_string()),
+            Just("1e400".to_string()),
+            "[0-9.eE+-]{0,10}",
+            "\\PC{0,10}",
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = String> {
+        let direction = prop_oneof![Just("egress"), Just("ingress"), Just("both")];
+        proptest::collection::vec((direction, amount()), 0..3).prop_map(|fields| {
+            let fields: Vec<String> = fields.iter().map(|(d, v)| format!("{d}: {v}")).collect();
+            format!("{{{}}}", fields.join(", "))
+        })
+    }
+
+    fn cost_file() -> impl Strategy<Value = String> {
+        let currency = prop_oneof![Just("USD".to_string()), "\\PC{0,6}"];
+        let unit = prop_oneof![Just("GB"), Just("GiB"), Just("TB"), Just("")];
+        let path = prop_oneof![
+            Just("same_zone"),
+            Just("cross_zone"),
+            Just("internet"),
+            Just("loopback"),
+            Just("moon")
+        ];
+        let prices = proptest::collection::vec((path, entry()), 0..4);
+        let networks = proptest::collection::vec(("[a-z-]{0,6}", entry()), 0..3);
+        (currency, unit, prices, networks).prop_map(|(currency, unit, prices, networks)| {
+            let mut text = format!("currency: {currency}\nunit: {unit}\nprices:\n");
+            for (path, entry) in prices {
+                text.push_str(&format!("  {path}: {entry}\n"));
+            }
+            text.push_str("networks:\n");
+            for (name, entry) in networks {
+                text.push_str(&format!("  {name}: {entry}\n"));
+            }
+            text
+        })
+    }
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        match <Prices as Loadable>::parse(text, "cost.yaml", None) {
+            Ok(prices) => {
+                for (_, _, _, price) in prices.listed() {
+                    prop_assert!(price.is_finite() && price >= 0.0, "{price}");
+                }
+            }
+            Err(ConfigError::Invalid {
+                origin,
+                line,
+                message,
+            }) => {
+                prop_assert_eq!(origin, "cost.yaml");
+                prop_assert!(
+                    line >= 1 && line <= text.lines().count().max(1) + 1,
+                    "line {line}"
+                );
+                prop_assert!(
+                    !message.is_empty() && !message.contains('\n'),
+                    "{message:?}"
+                );
+            }
+            Err(other) => prop_assert!(false, "not a parse error: {other}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_loads_or_names_a_line(text in "\\PC{0,200}") {
+            check(&text)?;
+        }
+
+        #[test]
+        fn cost_shaped_files_load_or_name_a_line(text in cost_file()) {
+            check(&text)?;
+        }
+    }
+}

@@ -206,4 +206,64 @@ mod tests {
         };
         assert_eq!(flow.total_bytes(), 10 + (1 << 40));
     }
+
+    /// Kernel keys found by machines: any bytes decode to two addresses of
+    /// the key's family, or to `None` for an unknown family; never a panic.
+    mod arbitrary_keys {
+        use super::*;
+        use crate::kernel::skel::{from_bytes, key_bytes, FlowKeyBytes};
+        use proptest::prelude::*;
+
+        /// Any key bytes, with a known family half of the time.
+        pub fn key_bytes_strategy() -> impl Strategy<Value = FlowKeyBytes> {
+            let len = std::mem::size_of::<FlowKeyBytes>();
+            let family = prop_oneof![Just(AF_INET), Just(AF_INET6), any::<u16>()];
+            (
+                proptest::collection::vec(any::<u8>(), len),
+                family,
+                any::<bool>(),
+            )
+                .prop_map(|(bytes, family, keep)| {
+                    let mut key: FlowKey = from_bytes(&bytes);
+                    if !keep {
+                        key.family = family;
+                    }
+                    key_bytes(&key)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_decode_to_their_family_or_none(bytes in key_bytes_strategy()) {
+                let key: FlowKey = from_bytes(&bytes);
+                match decode_key(&key) {
+                    None => prop_assert!(key.family != AF_INET && key.family != AF_INET6),
+                    Some((local, remote)) => {
+                        prop_assert_eq!((local.port(), remote.port()), (key.local_port, key.remote_port));
+                        if key.family == AF_INET {
+                            prop_assert_eq!(local.ip(), IpAddr::from(<[u8; 4]>::try_from(&key.local_addr[..4]).unwrap()));
+                            prop_assert!(remote.is_ipv4());
+                        } else {
+                            prop_assert_eq!(local.ip(), Ipv6Addr::from(key.local_addr).to_canonical());
+                            prop_assert_eq!(remote.ip(), Ipv6Addr::from(key.remote_addr).to_canonical());
+                        }
+                    }
+                }
+                // Any role byte is a role.
+                let _ = Role::from_kernel(key.role).as_str();
+            }
+
+            #[test]
+            fn encoded_keys_decode_to_their_addresses(
+                local in any::<std::net::SocketAddrV4>(), remote in any::<std::net::SocketAddrV4>(),
+                local6 in any::<std::net::SocketAddrV6>(), remote6 in any::<std::net::SocketAddrV6>(),
+            ) {
+                let v4 = encode_key(local.into(), remote.into(), Role::Client);
+                prop_assert_eq!(decode_key(&v4), Some((local.into(), remote.into())));
+                let canonical = |a: std::net::SocketAddrV6| SocketAddr::new(a.ip().to_canonical(), a.port());
+                let v6 = encode_key(local6.into(), remote6.into(), Role::Server);
+                prop_assert_eq!(decode_key(&v6), Some((canonical(local6), canonical(remote6))));
+            }
+        }
+    }
 }

@@ -140,4 +140,38 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_a_selection_or_one_of_three_errors(text in "[a-z_, ]{0,60}|\\PC{0,40}") {
+            if let Err(error) = LabelSelection::parse(&text) {
+                proptest::prop_assert!(
+                    ["has an empty label name", "unknown label ", "is listed twice"]
+                        .iter()
+                        .any(|want| error.contains(want)),
+                    "{text:?}: {error}"
+                );
+                proptest::prop_assert!(!error.contains('\n'));
+            }
+        }
+
+        #[test]
+        fn any_list_of_known_names_gives_exactly_those_labels(
+            chosen in proptest::sample::subsequence(all_names().collect::<Vec<_>>(), 1..=13),
+            spaces in proptest::collection::vec(" {0,2}", 13),
+        ) {
+            let text: Vec<String> = chosen
+                .iter()
+                .zip(&spaces)
+                .map(|(name, pad)| format!("{pad}{name}{pad}"))
+                .collect();
+            let selection = LabelSelection::parse(&text.join(",")).unwrap();
+            let want: u16 = all_names()
+                .enumerate()
+                .filter(|(_, name)| chosen.contains(name))
+                .map(|(i, _)| 1 << i)
+                .sum();
+            proptest::prop_assert_eq!(selection.0, want);
+        }
+    }
 }

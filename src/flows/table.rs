@@ -433,4 +433,6 @@ impl FlowTable {
 }
 
 #[cfg(test)]
+mod arbitrary;
+#[cfg(test)]
 mod tests;

@@ -175,3 +175,102 @@ fn an_empty_list_is_zero_networks() {
         assert!(networks.is_empty(), "{yaml:?}");
     }
 }
+
+/// Labels files found by machines: any text, and files shaped like the real
+/// one with arbitrary values, load or give the documented one-line error
+/// naming the file and a line in it; never a panic.
+mod arbitrary_files {
+    use super::*;
+    use crate::config_file::ConfigError;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (any::<std::net::IpAddr>(), 0u8..140).prop_map(|(ip, len)| format!("{ip}/{len}")),
+            any::<std::net::IpAddr>().prop_map(|ip| ip.to_string()),
+            "[a-z0-9./:-]{0,12}",
+            "\\PC{0,12}",
+            Just(String::new()),
+            Just("[]".to_string()),
+            Just("{a: 1}".to_string()),
+            Just("''".to_string()),
+        ]
+    }
+
+    /// One `- cidr: … name: …` entry, keys sometimes missing, doubled,
+    /// unknown or mis-indented.
+    fn entry() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("cidr"),
+            Just("name"),
+            Just("zone"),
+            Just("region"),
+            Just("color")
+        ];
+        let indent = prop_oneof![Just("    "), Just("  "), Just("      ")];
+        proptest::collection::vec((indent, key, value()), 0..5).prop_map(|fields| {
+            let mut text = "  -".to_string();
+            for (i, (indent, key, value)) in fields.iter().enumerate() {
+                let pad = if i == 0 { " " } else { indent };
+                text.push_str(&format!("{pad}{key}: {value}\n"));
+            }
+            if fields.is_empty() {
+                text.push('\n');
+            }
+            text
+        })
+    }
+
+    fn labels_file() -> impl Strategy<Value = String> {
+        let head = prop_oneof![
+            Just("networks:\n"),
+            Just("networks: []\n"),
+            Just("nets:\n"),
+            Just("")
+        ];
+        (head, proptest::collection::vec(entry(), 0..6))
+            .prop_map(|(head, entries)| format!("{head}{}", entries.concat()))
+    }
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        match Networks::parse(text, "labels.yaml") {
+            Ok(networks) => {
+                let mut seen = std::collections::HashSet::new();
+                for network in networks.iter() {
+                    prop_assert_eq!(network.cidr.trunc(), network.cidr);
+                    prop_assert!(!network.name.trim().is_empty());
+                    prop_assert!(seen.insert(network.cidr), "{} twice", network.cidr);
+                }
+            }
+            Err(ConfigError::Invalid {
+                origin,
+                line,
+                message,
+            }) => {
+                prop_assert_eq!(origin, "labels.yaml");
+                prop_assert!(
+                    line >= 1 && line <= text.lines().count().max(1) + 1,
+                    "line {line}"
+                );
+                prop_assert!(
+                    !message.is_empty() && !message.contains('\n'),
+                    "{message:?}"
+                );
+            }
+            Err(other) => prop_assert!(false, "not a parse error: {other}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_loads_or_names_a_line(text in "\\PC{0,200}") {
+            check(&text)?;
+        }
+
+        #[test]
+        fn labels_shaped_files_load_or_name_a_line(text in labels_file()) {
+            check(&text)?;
+        }
+    }
+}
