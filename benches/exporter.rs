@@ -5,6 +5,8 @@
 //!   cargo bench --bench exporter                 everything
 //!   cargo bench --bench exporter -- scrape 1000  only the scrape at 1k flows
 //!   cargo bench --bench exporter -- gzip         gzip on one core and on several
+//!   cargo bench --bench exporter -- concurrent 100000 50 100
+//!       50 scrapers × 100 scrapes at once at 100k flows, and one alone
 //!   cargo bench --bench exporter -- scrape 100000 --cost --flows.labels=dst_ip,role
 //!       the scrape with prices on (--cost), and any exporter flags after
 
@@ -39,6 +41,10 @@ fn main() {
     }
     if only("gzip") {
         gzip(100_000);
+    }
+    if only("concurrent") {
+        let arg = |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().unwrap());
+        concurrent(arg(1, 100_000) as u32, arg(2, 50), arg(3, 100));
     }
     if only("scrape") {
         let sizes: Vec<u32> = match args.get(1) {
@@ -242,6 +248,12 @@ fn sent_total(text: &str) -> u64 {
 /// Request to last byte of one scrape, read into a reused buffer so that the
 /// client's own copying stays out of the time. Returns the body length.
 fn scrape(n: u32, flags: &[String]) {
+    let exporter = planted_exporter(n, flags);
+    scrape_rounds(n, &exporter);
+}
+
+/// An exporter showing `n` planted flows, every byte of them.
+fn planted_exporter(n: u32, flags: &[String]) -> Exporter {
     // Port 1 is never used: the node's own traffic stays out of the numbers.
     // The flows are planted into the table the per-event backends write; the
     // socket backend's own cost per connection is in `kernel_cost walk`.
@@ -270,6 +282,10 @@ fn scrape(n: u32, flags: &[String]) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    exporter
+}
+
+fn scrape_rounds(n: u32, exporter: &Exporter) {
     let rounds = if n >= 1_000_000 { 5 } else { 11 };
     let mut response = Vec::new();
     let (mut text, mut gz) = (Vec::new(), Vec::new());
@@ -297,4 +313,39 @@ fn scrape(n: u32, flags: &[String]) {
         hwm as f64 / 1e6,
         (hwm.saturating_sub(body as u64)) as f64 / f64::from(n),
     );
+}
+
+/// `clients` scrapers × `per_client` scrapes at once (every other one with
+/// gzip), after the same mix from one scraper alone: errors, latency,
+/// throughput and the exporter's peak memory in each.
+fn concurrent(n: u32, clients: usize, per_client: usize) {
+    use support::load::concurrent_scrapes;
+    use tcp_flow_exporter::web::SCRAPES_IN_FLIGHT;
+    let exporter = planted_exporter(n, &[]);
+    let planted: u64 = flows(n).1.iter().map(|v| v.sent).sum();
+    let pid = exporter.pid();
+    println!(
+        "| scrapers × scrapes | errors | scrapes/s | p50 | p99 | peak RSS | RSS before | bound |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (clients, per_client) in [(1, 20), (clients, per_client)] {
+        let before = rss_kib(pid, "VmRSS:");
+        // Every 10th body of each client is parsed in full; all are
+        // checked complete.
+        let load = concurrent_scrapes(exporter.addr, pid, clients, per_client, 10, planted);
+        let bound = before * 1024 + (SCRAPES_IN_FLIGHT + 1) as u64 * load.text_len as u64;
+        println!(
+            "| {clients} × {per_client} | {} | {:.1} | {:.0} ms | {:.0} ms | {:.1} MB | {:.1} MB | {:.1} MB |",
+            load.errors.len(),
+            load.scrapes as f64 / load.elapsed.as_secs_f64(),
+            load.latency_percentile(0.5).as_secs_f64() * 1e3,
+            load.latency_percentile(0.99).as_secs_f64() * 1e3,
+            load.peak_kib as f64 * 1024.0 / 1e6,
+            before as f64 * 1024.0 / 1e6,
+            bound as f64 / 1e6,
+        );
+        for e in load.errors.iter().take(5) {
+            println!("  error: {e}");
+        }
+    }
 }

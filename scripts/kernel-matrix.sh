@@ -22,7 +22,7 @@ once_tests=(errors map_read agreement identity cost privileges)
 # Chromium, Prometheus, the cloud-ranges converter, the test Kubernetes
 # API server and the web endpoint's TLS, auth and abuse tests do not depend
 # on the kernel; scripts/test.sh runs these natively.
-not_here=(browser prometheus cloud_ranges kube_api web_security)
+not_here=(browser prometheus cloud_ranges kube_api web_security load soak)
 
 # name=path lines of the test binaries, built now if needed.
 build_tests() {

@@ -4,8 +4,10 @@
 //! end-to-end tests drive.
 #![allow(dead_code)]
 
+pub mod churn;
 pub mod exporter;
 pub mod kube_api;
+pub mod load;
 pub mod netns;
 pub mod paths;
 pub mod pki;
