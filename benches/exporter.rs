@@ -321,7 +321,8 @@ fn scrape_rounds(n: u32, exporter: &Exporter) {
 fn concurrent(n: u32, clients: usize, per_client: usize) {
     use support::load::concurrent_scrapes;
     use tcp_flow_exporter::web::SCRAPES_IN_FLIGHT;
-    let exporter = planted_exporter(n, &[]);
+    // The planted flows see no traffic: keep them through a long load.
+    let exporter = planted_exporter(n, &["--flows.idle-timeout=24h".into()]);
     let planted: u64 = flows(n).1.iter().map(|v| v.sent).sum();
     let pid = exporter.pid();
     println!(
