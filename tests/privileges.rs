@@ -40,16 +40,19 @@ fn root_capabilities_are_dropped_after_attach() {
     // Conntrack lookups keep CAP_NET_ADMIN permitted where ctnetlink exists.
     let conntrack = !log.contains("Service backends not resolved from conntrack");
     let kept = bit(CAP_BPF) | bit(CAP_PERFMON) | if conntrack { bit(CAP_NET_ADMIN) } else { 0 };
-    // Before Linux 6.5, kernel.unprivileged_bpf_disabled gates every bpf()
-    // call on CAP_BPF, so it stays effective there.
+    // Before Linux 6.5, kernel.unprivileged_bpf_disabled may gate every
+    // bpf() call on CAP_BPF; the exporter then keeps it effective. Whether
+    // it does is the kernel's to say: Debian's 6.1.0-57 already checks only
+    // at map creation and program load (the 6.5 behaviour; seen
+    // 2026-12-02), and the exporter tries a call after the drop to find out.
     let unprivileged_off = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
         .unwrap()
         .trim()
         != "0";
-    let effective = if kernel_version() < (6, 5) && unprivileged_off {
-        bit(CAP_BPF)
+    let effective_allowed = if kernel_version() < (6, 5) && unprivileged_off {
+        vec![0, bit(CAP_BPF)]
     } else {
-        0
+        vec![0]
     };
     let mut pair = Pair::on("127.0.0.1");
     pair.exchange(3_000, 4_000);
@@ -67,7 +70,8 @@ fn root_capabilities_are_dropped_after_attach() {
         let Ok(status) = std::fs::read_to_string(task.unwrap().path().join("status")) else {
             continue;
         };
-        assert_eq!(status_field(&status, "CapEff:"), effective, "{status}");
+        let effective = status_field(&status, "CapEff:");
+        assert!(effective_allowed.contains(&effective), "{status}");
         assert_eq!(status_field(&status, "CapPrm:"), kept, "{status}");
         assert_eq!(status_field(&status, "CapBnd:"), kept, "{status}");
         assert_eq!(status_field(&status, "CapInh:"), 0, "{status}");
