@@ -42,9 +42,9 @@ fn root_capabilities_are_dropped_after_attach() {
     let kept = bit(CAP_BPF) | bit(CAP_PERFMON) | if conntrack { bit(CAP_NET_ADMIN) } else { 0 };
     // Before Linux 6.5, kernel.unprivileged_bpf_disabled may gate every
     // bpf() call on CAP_BPF; the exporter then keeps it effective. Whether
-    // it does is the kernel's to say: Debian's 6.1.0-57 already checks only
-    // at map creation and program load (the 6.5 behaviour; seen
-    // 2026-12-02), and the exporter tries a call after the drop to find out.
+    // it does is the kernel's to say, and the exporter tries a call after
+    // the drop to find out: on Debian's 6.1.0-57 that call succeeds without
+    // it and counting stays exact (seen 2026-12-02).
     let unprivileged_off = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
         .unwrap()
         .trim()
