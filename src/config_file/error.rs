@@ -40,3 +40,33 @@ impl ConfigError {
         }
     }
 }
+
+/// For the parsers' property tests: `error` is a parse error of `origin`
+/// naming a line of `text` (or the one after its end) in one line.
+#[cfg(test)]
+pub fn check_names_a_line(
+    error: &ConfigError,
+    origin: &str,
+    text: &str,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::{prop_assert, prop_assert_eq};
+    let ConfigError::Invalid {
+        origin: named,
+        line,
+        message,
+    } = error
+    else {
+        let why = format!("not a parse error: {error}");
+        return Err(proptest::test_runner::TestCaseError::fail(why));
+    };
+    prop_assert_eq!(named.as_str(), origin);
+    prop_assert!(
+        *line >= 1 && *line <= text.lines().count().max(1) + 1,
+        "line {line}"
+    );
+    prop_assert!(
+        !message.is_empty() && !message.contains('\n'),
+        "{message:?}"
+    );
+    Ok(())
+}

@@ -7,6 +7,8 @@ mod error;
 mod keep_loaded;
 mod watched;
 
+#[cfg(test)]
+pub use error::check_names_a_line;
 pub use error::ConfigError;
 pub use keep_loaded::{keep_loaded, FileStats};
 pub use watched::WatchedFile;

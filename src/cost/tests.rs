@@ -129,7 +129,6 @@ fn a_reload_may_not_change_the_currency() {
 /// the documented one-line error naming the file and a line; never a panic.
 mod arbitrary_files {
     use super::*;
-    use crate::config_file::ConfigError;
     use proptest::prelude::*;
 
     fn amount() -> impl Strategy<Value = String> {
@@ -186,22 +185,7 @@ mod arbitrary_files {
                     prop_assert!(price.is_finite() && price >= 0.0, "{price}");
                 }
             }
-            Err(ConfigError::Invalid {
-                origin,
-                line,
-                message,
-            }) => {
-                prop_assert_eq!(origin, "cost.yaml");
-                prop_assert!(
-                    line >= 1 && line <= text.lines().count().max(1) + 1,
-                    "line {line}"
-                );
-                prop_assert!(
-                    !message.is_empty() && !message.contains('\n'),
-                    "{message:?}"
-                );
-            }
-            Err(other) => prop_assert!(false, "not a parse error: {other}"),
+            Err(error) => crate::config_file::check_names_a_line(&error, "cost.yaml", text)?,
         }
         Ok(())
     }

@@ -181,7 +181,6 @@ fn an_empty_list_is_zero_networks() {
 /// naming the file and a line in it; never a panic.
 mod arbitrary_files {
     use super::*;
-    use crate::config_file::ConfigError;
     use proptest::prelude::*;
 
     fn value() -> impl Strategy<Value = String> {
@@ -242,22 +241,7 @@ mod arbitrary_files {
                     prop_assert!(seen.insert(network.cidr), "{} twice", network.cidr);
                 }
             }
-            Err(ConfigError::Invalid {
-                origin,
-                line,
-                message,
-            }) => {
-                prop_assert_eq!(origin, "labels.yaml");
-                prop_assert!(
-                    line >= 1 && line <= text.lines().count().max(1) + 1,
-                    "line {line}"
-                );
-                prop_assert!(
-                    !message.is_empty() && !message.contains('\n'),
-                    "{message:?}"
-                );
-            }
-            Err(other) => prop_assert!(false, "not a parse error: {other}"),
+            Err(error) => crate::config_file::check_names_a_line(&error, "labels.yaml", text)?,
         }
         Ok(())
     }
