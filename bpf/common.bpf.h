@@ -20,6 +20,7 @@
 #define MSG_PEEK 0x2
 #define MSG_ERRQUEUE 0x2000
 #define EEXIST 17
+#define E2BIG 7
 
 #include "filter.bpf.h"
 

@@ -13,6 +13,10 @@
 enum capacity {
 	FLOWS_MAX_DEFAULT = 65536,
 	SOCKETS_MAX_DEFAULT = 262144,
+	/* The socket backend keeps its connections in shards of this many
+	 * entries at most, so that one run of the walk, over one shard, stays
+	 * well under a millisecond (socket_walk.bpf.h). */
+	SOCKET_SHARD_ENTRIES = 1024,
 };
 
 /* Which end of the connection the local socket is. One byte. */
@@ -90,7 +94,7 @@ enum __attribute__((packed)) socket_flag {
 	SOCKET_DEAD = 16,       /* destroyed: its final totals are in closed_sockets */
 };
 
-/* One connection's state, the value of socket_states. Each position is
+/* One connection's state, the value of the socket_shards maps. Each position is
  * kept as a 64-bit sum and its exact low 32 bits in sequence space
  * (socket_positions.bpf.h). */
 struct socket_state {
@@ -100,8 +104,11 @@ struct socket_state {
 	__u64 received_base;     /* receive position when counting started */
 	__u64 sent_frozen;       /* send position before the FIN, or at close */
 	__u64 received_at_close; /* receive position at TCP_CLOSE */
-	__u64 walk_sent;         /* totals at the last refresh_sockets run */
-	__u64 walk_received;
+	/* Totals user space has been given: by the walk, which moves them
+	 * forward with compare-and-exchange, until the connection's end swaps
+	 * in REPORTED_CLOSED and leaves the rest in closed_sockets. */
+	__u64 reported_sent;
+	__u64 reported_received;
 	__u32 sent_base_seq;     /* the same four positions' sequence numbers */
 	__u32 received_base_seq;
 	__u32 sent_frozen_seq;
@@ -120,14 +127,39 @@ struct closed_key {
 	__u64 id;     /* socket_state.id */
 };
 
-/* One connection's totals since counting started, as closed_sockets holds
- * them for destroyed connections. */
+/* A reported total's value once its connection ended. */
+#define REPORTED_CLOSED (~0ULL)
+
+/* What a destroyed connection moved that no walk reported, as
+ * closed_sockets holds it (and, inside the BPF object, a connection's
+ * totals since counting started). */
 struct connection_totals {
 	__u64 socket; /* the struct sock address */
 	__u64 id;
 	struct flow_key key;
 	__u64 sent;
 	__u64 received;
+};
+
+/* What one connection moved since the walk last reported it. */
+struct walk_record {
+	struct flow_key key;
+	__u64 sent;
+	__u64 received;
+};
+
+/* One run of the walk over one shard leaves its records here, in a
+ * memory-mapped array user space reads after the run. A shard holds at most
+ * SOCKET_SHARD_ENTRIES connections, so one run fits; `more` says a run
+ * stopped early anyway (entries replaced under it), and running the shard
+ * again goes on, since what was reported reads as unchanged. */
+struct walk_output {
+	__u32 records;
+	__u32 more;
+	/* How long the run took, as the program timed it: raw tracepoint
+	 * programs get no duration from BPF_PROG_TEST_RUN. */
+	__u64 run_ns;
+	struct walk_record record[SOCKET_SHARD_ENTRIES];
 };
 
 /* ---- health: one slot per CPU in each object's `health` map; user space
@@ -151,9 +183,9 @@ struct per_event_health {
 
 /* socket.bpf.c */
 struct socket_health {
-	/* Connections socket_states had no room for: they are not counted. */
+	/* Connections socket_shards had no room for: they are not counted. */
 	__u64 sockets_untracked;
-	/* socket_states inserts and deletes; the difference is its entry count. */
+	/* socket_shards inserts and deletes; the difference is its entry count. */
 	__u64 socket_inserts;
 	__u64 socket_deletes;
 	/* Connections whose final totals found closed_sockets full; what they

@@ -5,14 +5,15 @@
  * TCP already keeps, per socket, how far the application has sent and
  * received: the positions (socket_positions.bpf.h). A connection's totals
  * are its positions minus those it started at. They are read
- *   - for every live connection by refresh_sockets, which user space runs
- *     (BPF_PROG_TEST_RUN) before each scrape: it walks socket_states, the
- *     connections of every network namespace, and leaves each one's totals
- *     in its entry, which user space then reads in batches;
- *   - once more when the socket is destroyed, into closed_sockets.
- * User space keeps the last totals of each connection, named by (socket,
- * id), and adds only their growth to the flows, so reading a connection
- * twice never counts it twice and no program here needs atomics.
+ *   - for every live connection by the walk, which user space runs
+ *     (BPF_PROG_TEST_RUN) before each scrape, one shard of socket_shards
+ *     (the connections of every network namespace) per run: it reports
+ *     what each connection moved since it last reported it
+ *     (socket_walk.bpf.h);
+ *   - once more when the socket is destroyed, which leaves what no walk
+ *     reported in closed_sockets.
+ * Each entry keeps what was reported, so user space keeps nothing per
+ * connection and reading a connection twice never counts it twice.
  *
  * The FIN takes one sequence number on each side, and is no payload:
  *   - sending: the position is frozen when the socket moves to FIN_WAIT1 or
@@ -24,7 +25,7 @@
  *
  * Per send/recv event only a discovery program runs, and for a socket it
  * already knows it reads two to four pointers: every socket in
- * socket_states also carries a mark in BPF socket storage
+ * socket_shards also carries a mark in BPF socket storage
  * (socket_marks.bpf.h). Sockets older than the exporter are found there,
  * and counted from then on, on their first send or receive.
  *
@@ -43,14 +44,99 @@ const volatile bool discovery_after_call = false;
 
 /* Every counted connection, keyed by its socket's address; deleted when the
  * socket is destroyed, so an address reused by a new socket starts afresh.
- * Allocated on insert, so its memory follows the live connections. */
-struct {
+ * Allocated on insert, so its memory follows the live connections.
+ *
+ * Kept in shards of at most SOCKET_SHARD_ENTRIES: the walk runs over one
+ * shard at a time, so that no single run holds a CPU for long, whatever the
+ * number of connections. User space creates every shard --sockets.max
+ * needs before any program is attached; the first shards_in_use of them are
+ * used, and the walk runs over those only. A new connection goes to a shard
+ * in use picked at random, or, when that is full, to the last one; when
+ * that is full too, one more shard comes into use (place()). Its socket's
+ * mark remembers which (socket_marks.bpf.h). */
+struct socket_shard {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SOCKETS_MAX_DEFAULT);
+	__uint(max_entries, SOCKET_SHARD_ENTRIES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
 	__type(value, struct socket_state);
-} socket_states SEC(".maps");
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct socket_shard);
+} socket_shards SEC(".maps");
+
+/* Shards in socket_shards, set by user space before load. */
+const volatile __u32 shards_max = 1;
+
+/* How many shards are in use: those are 0 to n - 1. Starts at 1 (user
+ * space), and only grows, here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} shards_in_use SEC(".maps");
+
+/* Never read: clang describes a map's key and value types in BTF only one
+ * level down, so an inner map's value would reach libbpf (and the Rust
+ * side) as a bare declaration without this. */
+const volatile struct socket_state socket_state_btf = {};
+
+/* The shard of a mark (1 + its index), or NULL for 0. */
+static __always_inline void *shard_at(__u32 mark)
+{
+	__u32 index = mark - 1;
+
+	return mark ? bpf_map_lookup_elem(&socket_shards, &index) : NULL;
+}
+
+/* The shard `sk`'s entry lives in, if it has one. */
+static __always_inline void *shard_of(struct sock *sk)
+{
+	__u32 *mark = bpf_sk_storage_get(&socket_marks, sk, 0, 0);
+
+	return mark ? shard_at(*mark) : NULL;
+}
+
+/* Inserts `fresh` for `id` into shard `index`; 0, or the insert's error. */
+static __always_inline long insert_into(__u32 index, __u64 *id, struct socket_state *fresh)
+{
+	void *shard = bpf_map_lookup_elem(&socket_shards, &index);
+
+	return shard ? bpf_map_update_elem(shard, id, fresh, BPF_NOEXIST) : -E2BIG;
+}
+
+/* Puts a new entry for `id` into a shard in use with room; returns 1 + its
+ * index, or 0 if every shard is full or in_use is missing. */
+static __always_inline __u32 place(__u64 *id, struct socket_state *fresh)
+{
+	__u32 zero = 0, *in_use = bpf_map_lookup_elem(&shards_in_use, &zero);
+	__u32 n, index;
+	long err;
+
+	if (!in_use)
+		return 0;
+	n = READ_ONCE(*in_use);
+	if (n == 0)
+		return 0;
+	index = bpf_get_prandom_u32() % n;
+	err = insert_into(index, id, fresh);
+	if (err == -E2BIG && index != n - 1) {
+		index = n - 1;
+		err = insert_into(index, id, fresh);
+	}
+	if (err == -E2BIG && n < shards_max) {
+		/* Whoever wins the exchange, one more shard is in use. */
+		__sync_val_compare_and_swap(in_use, n, n + 1);
+		index = READ_ONCE(*in_use) - 1;
+		err = insert_into(index, id, fresh);
+	}
+	return err == 0 ? index + 1 : 0;
+}
 
 /* Final totals of destroyed connections, until user space drains them
  * (once a second and at every scrape). Entries never change once written. */
@@ -62,7 +148,7 @@ struct {
 	__type(value, struct connection_totals);
 } closed_sockets SEC(".maps");
 
-/* How socket_states and closed_sockets fare (flow.h). */
+/* How socket_shards and closed_sockets fare (flow.h). */
 HEALTH_MAP(struct socket_health);
 
 /* Never read: keeps enum socket_flag in BTF for the Rust side, now that
@@ -70,7 +156,7 @@ HEALTH_MAP(struct socket_health);
 const volatile enum socket_flag socket_flag_btf = SOCKET_NEW;
 
 /* ---- ordering ----------------------------------------------------------
- * The walk reads socket_states entries without the socket lock while the
+ * The walk reads socket_shards entries without the socket lock while the
  * locked programs write them: a writer fills in fields, then sets a flag;
  * the walk reads the flag, then the fields (and reads the socket before a
  * flag that says it is dead). Flags are only ever added, with an atomic OR,
@@ -206,10 +292,19 @@ static __always_inline void close_connection(struct sock *sk, struct socket_stat
 	struct connection_totals t = {};
 	struct positions now;
 	struct closed_key key;
+	__u64 reported;
 
 	if (!read_positions(sk, &now))
 		return;
 	connection_totals(sk, s, &now, sk->sk_shutdown, &t);
+	/* Takes what the walk reported and closes the books on it in one
+	 * atomic step each: a walk that read the socket before this either
+	 * moved `reported` first, and its bytes are left out here, or finds
+	 * REPORTED_CLOSED and reports nothing (socket_walk.bpf.h). */
+	reported = __sync_lock_test_and_set(&s->reported_sent, REPORTED_CLOSED);
+	t.sent = t.sent > reported ? t.sent - reported : 0;
+	reported = __sync_lock_test_and_set(&s->reported_received, REPORTED_CLOSED);
+	t.received = t.received > reported ? t.received - reported : 0;
 	key.socket = t.socket;
 	key.id = t.id;
 	/* The walk skips dead connections; user space reads closed_sockets
@@ -239,39 +334,76 @@ static __always_inline bool synchronized_state(int state)
 
 static __always_inline struct socket_state *socket_state_of(struct sock *sk)
 {
+	void *shard = shard_of(sk);
 	__u64 id = (__u64)sk;
 
-	return bpf_map_lookup_elem(&socket_states, &id);
+	return shard ? bpf_map_lookup_elem(shard, &id) : NULL;
 }
 
-/* A fresh entry for `sk` with `role`, and its mark. NULL when the map is
- * full: the connection is then not counted, and sockets_untracked says so.
+/* A fresh entry for `sk` with `role`, and its mark. NULL when every shard
+ * is full or no memory is left: the connection is then not counted, and
+ * sockets_untracked says so.
  * `replace`: an entry already there belongs to an earlier connection of
  * this socket (the state-change programs, which hold the socket lock).
  * Without it (discovery, unlocked), an entry already there means another
- * CPU discovered the socket first, and its entry is left as it is. */
+ * CPU discovered the socket first, and its entry is left as it is.
+ *
+ * A socket's shard never changes once its mark names it: a new entry is
+ * placed first and then claimed on the mark with an atomic exchange, and an
+ * entry that lost the claim (two CPUs discovering one socket) is deleted
+ * before anything could find it through the mark. So every entry is
+ * reachable from its socket, and deleted when the socket is destroyed. */
 static __always_inline struct socket_state *track(struct sock *sk, enum flow_role role,
 						  bool replace)
 {
 	struct socket_state fresh = { .role = role };
+	__u32 *marked_as, placed, claimed;
 	__u64 id = (__u64)sk;
-	long err;
+	void *shard;
 
-	/* Marked first, even if the map is full: discovery then leaves the
-	 * socket alone instead of failing again on every call. */
-	mark(sk);
-	err = bpf_map_update_elem(&socket_states, &id, &fresh, BPF_NOEXIST);
-	if (err == 0) {
-		health_count(socket_inserts);
-		return bpf_map_lookup_elem(&socket_states, &id);
-	}
-	if (err == -EEXIST && !replace)
-		return NULL;
-	if (bpf_map_update_elem(&socket_states, &id, &fresh, BPF_EXIST) != 0) {
+	/* Marked first, even if no entry can be made: discovery then leaves
+	 * the socket alone instead of failing again on every call. */
+	marked_as = mark(sk);
+	if (!marked_as) {
 		health_count(sockets_untracked);
 		return NULL;
 	}
-	return bpf_map_lookup_elem(&socket_states, &id);
+	claimed = READ_ONCE(*marked_as);
+	if (!claimed) {
+		placed = place(&id, &fresh);
+		if (!placed) {
+			health_count(sockets_untracked);
+			return NULL;
+		}
+		claimed = __sync_val_compare_and_swap(marked_as, 0, placed);
+		shard = shard_at(placed);
+		if (!claimed) {
+			health_count(socket_inserts);
+			return shard ? bpf_map_lookup_elem(shard, &id) : NULL;
+		}
+		if (shard)
+			bpf_map_delete_elem(shard, &id);
+		if (!replace)
+			return NULL;
+	} else if (!replace) {
+		return NULL;
+	}
+	/* The socket has its shard: its entry, if any, is an earlier
+	 * connection's, or another CPU's discovery (then kept as it is). */
+	shard = shard_at(claimed);
+	if (!shard) {
+		health_count(sockets_untracked);
+		return NULL;
+	}
+	if (bpf_map_update_elem(shard, &id, &fresh, BPF_NOEXIST) == 0) {
+		health_count(socket_inserts);
+		return bpf_map_lookup_elem(shard, &id);
+	}
+	if (bpf_map_update_elem(shard, &id, &fresh, BPF_EXIST) != 0) {
+		health_count(sockets_untracked);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(shard, &id);
 }
 
 /* Runs with the socket locked. */
@@ -334,19 +466,21 @@ int BPF_PROG(socket_set_state, struct sock *sk, int oldstate, int newstate)
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(socket_destroy, struct sock *sk)
 {
-	struct socket_state *s = socket_state_of(sk);
+	struct socket_state *s;
+	void *shard = shard_of(sk);
 	__u64 id = (__u64)sk;
 
+	s = shard ? bpf_map_lookup_elem(shard, &id) : NULL;
 	if (!s)
 		return 0;
 	if (counting(s))
 		close_connection(sk, s);
-	if (bpf_map_delete_elem(&socket_states, &id) == 0)
+	if (bpf_map_delete_elem(shard, &id) == 0)
 		health_count(socket_deletes);
 	return 0;
 }
 
-/* The walk: refresh_sockets and refresh_sockets_cast. Included between the
+/* The walk: walk_shard and walk_shard_cast. Included between the
  * state-change programs and discovery, so that libbpf, and with it the
  * exporter's program metrics, list the programs in the order the data
  * flows: state changes, walk, discovery. */
@@ -370,8 +504,6 @@ static __noinline void discover(struct sock *sk, long moved, bool sent, int flag
 	state = sk->__sk_common.skc_state;
 	if (!synchronized_state(state))
 		return;
-	if (socket_state_of(sk))
-		return; /* known, but its mark could not be made */
 	/* Unlocked. The sums may be an ACK or a segment off; the sequence
 	 * numbers are not, and distance() needs no more (socket_positions.bpf.h). */
 	if (!read_positions(sk, &now))

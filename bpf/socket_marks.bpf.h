@@ -18,13 +18,14 @@
 #ifndef TCP_FLOW_EXPORTER_SOCKET_MARKS_BPF_H
 #define TCP_FLOW_EXPORTER_SOCKET_MARKS_BPF_H
 
-/* A mark on every socket in socket_states, where discovery can see it for
- * the price of one pointer read (sk->sk_bpf_storage). Freed with the socket. */
+/* A mark on every socket in socket_shards, where discovery can see it for
+ * the price of one pointer read (sk->sk_bpf_storage). Freed with the socket.
+ * It holds 1 + the shard of the socket's entry, or 0 before one is chosen. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, __u8);
+	__type(value, __u32);
 } socket_marks SEC(".maps");
 
 /* Written by user space after load: the id of socket_marks. */
@@ -95,29 +96,30 @@ lookup:
 	return bpf_sk_storage_get(&socket_marks, sk, 0, 0) != NULL;
 }
 
-static __always_inline void mark(struct sock *sk)
+/* Marks `sk`; returns its mark, or NULL if there was no memory for one. */
+static __always_inline __u32 *mark(struct sock *sk)
 {
 	struct bpf_local_storage *st;
-	__u32 i;
+	__u32 *mark, i;
 
-	if (!bpf_sk_storage_get(&socket_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE))
-		return;
-	if (marks_cache_slot || !cache_layout_known())
-		return;
+	mark = bpf_sk_storage_get(&socket_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!mark || marks_cache_slot || !cache_layout_known())
+		return mark;
 	/* A lookup puts the mark in its cache slot; find which one it is. */
 	bpf_sk_storage_get(&socket_marks, sk, 0, 0);
 	st = sk->sk_bpf_storage;
 	if (!st)
-		return;
+		return mark;
 	for (i = 0; i < 16; i++) {
 		struct bpf_local_storage_data *sdata = cache_slot(st, i);
 
 		if (is_our_mark(sdata)) {
 			marks_smap = (__u64)sdata->smap;
 			marks_cache_slot = i + 1;
-			return;
+			break;
 		}
 	}
+	return mark;
 }
 
 #endif /* TCP_FLOW_EXPORTER_SOCKET_MARKS_BPF_H */

@@ -18,7 +18,7 @@ use tcp_flow_exporter::exposition::ExporterInfo;
 use tcp_flow_exporter::flows::{maintenance, FlowReader, FlowTable};
 use tcp_flow_exporter::identity::start::{self, IdentityConfig};
 use tcp_flow_exporter::kernel::least_privilege::{self, bit, CAP_NET_ADMIN};
-use tcp_flow_exporter::kernel::{features, links, privileges, programs, Probe, ProbeConfig};
+use tcp_flow_exporter::kernel::{features, privileges, programs, Probe, ProbeConfig};
 use tcp_flow_exporter::source;
 use tcp_flow_exporter::web::tls::Tls;
 use tcp_flow_exporter::web::{self, AppState, BasicAuth, Limits};
@@ -182,7 +182,7 @@ fn drop_capabilities(programs: &[programs::ProgramHandle], conntrack: bool) -> R
         .permitted;
     let reattach = least_privilege::bpf_caps(permitted);
     let conntrack = if conntrack { bit(CAP_NET_ADMIN) } else { 0 };
-    links::set_reattach_caps(reattach);
+    least_privilege::keep_bpf_caps(reattach);
     let deadline = Instant::now() + Duration::from_secs(10);
     while threads() > 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

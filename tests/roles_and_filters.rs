@@ -188,9 +188,9 @@ fn root_loopback_switch_drops_only_loopback_peers() {
     );
 }
 
-/// The BPF hash maps an exporter process holds: (key size, value size) ->
-/// max_entries, from /proc/<pid>/fdinfo.
-fn bpf_hash_maps(pid: u32) -> Vec<((u32, u32), u32)> {
+/// The BPF maps an exporter process holds: (map type, key size, value size)
+/// -> max_entries, from /proc/<pid>/fdinfo.
+fn bpf_maps(pid: u32) -> Vec<((u32, u32, u32), u32)> {
     let mut maps = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
         let Ok(info) = std::fs::read_to_string(entry.unwrap().path()) else {
@@ -201,33 +201,42 @@ fn bpf_hash_maps(pid: u32) -> Vec<((u32, u32), u32)> {
                 .find_map(|l| l.strip_prefix(name))
                 .map(|v| v.trim().parse::<u32>().unwrap())
         };
-        // BPF_MAP_TYPE_HASH is 1.
-        if field("map_type:") != Some(1) {
+        let Some(map_type) = field("map_type:") else {
             continue;
-        }
-        let sizes = (field("key_size:").unwrap(), field("value_size:").unwrap());
-        maps.push((sizes, field("max_entries:").unwrap()));
+        };
+        let map = (
+            map_type,
+            field("key_size:").unwrap(),
+            field("value_size:").unwrap(),
+        );
+        maps.push((map, field("max_entries:").unwrap()));
     }
     maps
 }
 
 /// --sockets.max sizes every map it names, in the kernel: the socket
-/// backend's socket_states (key 8, value 128) and closed_sockets (16, 80),
-/// the per-event backends' socket_roles (8, 4).
+/// backend's socket_shards (an array of maps, key 4, value 4: two shards of
+/// 1,024 connections hold 1,000 and a sixteenth more) and closed_sockets
+/// (hash, 16, 80), the per-event backends' socket_roles (hash, 8, 4).
 #[test]
 #[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_sockets_max_sizes_the_socket_maps() {
     support::require_root();
     let exporter = Exporter::start(&["--sockets.max=1000"]);
-    let maps = bpf_hash_maps(exporter.pid());
-    let sized = |sizes: (u32, u32)| maps.iter().find(|(s, _)| *s == sizes).map(|(_, max)| *max);
+    let maps = bpf_maps(exporter.pid());
+    let sized = |map: (u32, u32, u32)| maps.iter().find(|(m, _)| *m == map).map(|(_, max)| *max);
     let socket = exporter.scrape().text.contains(r#"backend="socket""#);
-    let expected: &[(&str, (u32, u32))] = if socket {
-        &[("socket_states", (8, 128)), ("closed_sockets", (16, 80))]
+    // (name, (map type, key size, value size), max_entries); BPF_MAP_TYPE_HASH
+    // is 1, BPF_MAP_TYPE_ARRAY_OF_MAPS 12.
+    let expected: &[(&str, (u32, u32, u32), u32)] = if socket {
+        &[
+            ("socket_shards", (12, 4, 4), 2),
+            ("closed_sockets", (1, 16, 80), 1000),
+        ]
     } else {
-        &[("socket_roles", (8, 4))]
+        &[("socket_roles", (1, 8, 4), 1000)]
     };
-    for (name, sizes) in expected {
-        assert_eq!(sized(*sizes), Some(1000), "{name} in {maps:?}");
+    for (name, map, max) in expected {
+        assert_eq!(sized(*map), Some(*max), "{name} in {maps:?}");
     }
 }

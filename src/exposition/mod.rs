@@ -18,6 +18,7 @@ pub mod flow_families;
 pub mod format;
 pub mod identity_metrics;
 pub mod self_metrics;
+pub mod walk_metrics;
 
 use std::fmt;
 use std::sync::Arc;
@@ -69,6 +70,9 @@ impl prometheus_client::collector::Collector for SelfMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         self_metrics::encode(&mut encoder, &self.snapshot, &self.info)?;
         identity_metrics::encode(&mut encoder, &self.snapshot, &self.info.identity)?;
+        if let Some(walks) = &self.snapshot.source.walks {
+            walk_metrics::encode(&mut encoder, walks)?;
+        }
         match &self.info.cost {
             Some(stats) => config_metrics::cost(&mut encoder, &self.snapshot, stats),
             None => Ok(()),

@@ -28,6 +28,7 @@ fn snapshot() -> Arc<Snapshot> {
             sockets_untracked: 1,
             missed_calls: 4,
             connection_finals_lost: 6,
+            walks: None,
         },
         overflow_series: Overflow {
             sent: 100,
@@ -116,6 +117,36 @@ fn text_format_has_exact_flow_samples() {
     for line in [
         r#"tcp_flow_exporter_program_attached{program="tp_sock_send_length"} 0"#,
         r#"tcp_flow_exporter_program_reattached_total{program="tp_sock_send_length"} 3"#,
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+    }
+}
+
+#[test]
+fn the_socket_walks_cost_is_shown_only_for_the_socket_backend() {
+    use crate::source::sockets::WalkTotals;
+    use crate::source::walk::WalkStats;
+    let out = encoded(&table(), snapshot(), &info(), Format::Text);
+    assert!(!out.contains("socket_walk"), "{out}");
+    let mut snapshot = Arc::try_unwrap(snapshot()).unwrap();
+    snapshot.source.walks = Some(WalkTotals {
+        walks: 3,
+        runs: 700,
+        kernel_ns: 1_500_000_000,
+        last: WalkStats {
+            runs: 256,
+            longest_run: Duration::from_micros(250),
+            kernel_time: Duration::from_millis(20),
+            records: 11,
+        },
+    });
+    let out = encoded(&table(), Arc::new(snapshot), &info(), Format::Text);
+    for line in [
+        "tcp_flow_exporter_socket_walks_total 3",
+        "tcp_flow_exporter_socket_walk_runs_total 700",
+        "tcp_flow_exporter_socket_walk_kernel_seconds_total 1.5",
+        "tcp_flow_exporter_socket_walk_longest_run_seconds 0.00025",
+        "tcp_flow_exporter_socket_walk_connections_moved 11",
     ] {
         assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
     }

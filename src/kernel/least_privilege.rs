@@ -252,6 +252,19 @@ pub fn raised<T>(caps: Caps, f: impl FnOnce() -> T) -> T {
     result
 }
 
+/// The BPF capabilities kept permitted after the drop, for the bpf() calls
+/// that need them later: re-attaching a program, adding a socket shard.
+static KEPT_BPF_CAPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn keep_bpf_caps(caps: Caps) {
+    KEPT_BPF_CAPS.store(caps, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs `f` with the kept BPF capabilities raised (see [`raised`]).
+pub fn with_bpf_caps<T>(f: impl FnOnce() -> T) -> T {
+    raised(KEPT_BPF_CAPS.load(std::sync::atomic::Ordering::Relaxed), f)
+}
+
 /// "CAP_BPF,CAP_PERFMON": the names of the capabilities in `set`.
 pub fn names(set: Caps) -> String {
     let named = [

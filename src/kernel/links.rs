@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use tracing::warn;
 
-use super::least_privilege::{self, Caps};
+use super::least_privilege;
 use super::programs::ProgramHandle;
 
 /// How a program runs.
@@ -57,12 +57,6 @@ pub fn is_link_of(link: BorrowedFd<'_>, program_id: u32) -> bool {
 
 /// The capabilities re-attaching needs, kept permitted after the drop:
 /// set once at start-up.
-static REATTACH_CAPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-pub fn set_reattach_caps(caps: Caps) {
-    REATTACH_CAPS.store(caps, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Checks every watched program with the kernel and re-attaches the tracing
 /// programs it no longer runs. Each detach is logged once.
 pub fn keep_attached(programs: &mut [ProgramHandle]) {
@@ -77,8 +71,7 @@ pub fn keep_attached(programs: &mut [ProgramHandle]) {
             }
             continue;
         };
-        let caps = REATTACH_CAPS.load(std::sync::atomic::Ordering::Relaxed);
-        match least_privilege::raised(caps, || attach_tracing(program.fd.as_fd())) {
+        match least_privilege::with_bpf_caps(|| attach_tracing(program.fd.as_fd())) {
             Ok(link) => {
                 program.attachment = Attachment::Tracing(link);
                 program.reattached += 1;

@@ -19,7 +19,7 @@ use super::backend::Backend;
 use super::features::KernelFeatures;
 use super::filter::{cidr_key, FlowFilter};
 use super::links::{attach_tracing, is_link_of};
-use super::programs::{test_run, Attachment, ProgramHandle};
+use super::programs::{test_run_with, Attachment, ProgramHandle};
 use super::skel::{as_bytes, per_event::PerEventSkel, socket::SocketSkel, Capacity};
 use super::{per_event_object, socket_object, BackendMaps};
 
@@ -296,7 +296,8 @@ fn attach_all(
         let attach_failed =
             |e: std::io::Error| failed(backend, &format!("attach {name}"))(e.into());
         let (attachment, libbpf_link) = if walk.is_some() && walk == id {
-            test_run(program.as_fd()).map_err(|e| {
+            // Shard 0, which every socket object has.
+            test_run_with(program.as_fd(), &[0]).map_err(|e| {
                 failed(backend, &format!("run {name} (BPF_PROG_TEST_RUN)"))(e.into())
             })?;
             (Attachment::Unwatched, None)

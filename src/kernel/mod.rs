@@ -17,6 +17,8 @@ pub mod privileges;
 pub mod programs;
 pub mod skel;
 mod socket_object;
+pub mod socket_shards;
+pub mod walk_output;
 
 use std::os::fd::OwnedFd;
 
@@ -49,12 +51,15 @@ pub struct PerEventMaps {
 /// bpf/socket.bpf.c: per-connection totals.
 #[derive(Debug)]
 pub struct SocketMaps {
-    /// The walk (refresh_sockets or refresh_sockets_cast), run with
-    /// BPF_PROG_TEST_RUN: it leaves every live connection's totals in
-    /// `states`.
+    /// The walk (walk_shard or walk_shard_cast), run with BPF_PROG_TEST_RUN
+    /// once per shard: it reports what each live connection of the shard
+    /// moved since the last run into `walk_out`.
     pub walk: OwnedFd,
-    /// socket_states: every counted connection, by socket address.
-    pub states: MapHandle,
+    /// socket_shards: the shards the walk runs over, added as connections
+    /// grow.
+    pub shards: socket_shards::SocketShards,
+    /// walk_out: one memory-mapped `struct walk_output`.
+    pub walk_out: MapHandle,
     /// closed_sockets: final totals of destroyed connections.
     pub closed: MapHandle,
     /// Per-CPU `struct socket_health`.

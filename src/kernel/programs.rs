@@ -131,13 +131,17 @@ pub fn enable() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Runs a program once with BPF_PROG_TEST_RUN: for programs that are never
-/// attached, such as the socket backend's walk.
-pub fn test_run(program: BorrowedFd<'_>) -> io::Result<()> {
+/// Runs a program once with BPF_PROG_TEST_RUN, with `args` as its context
+/// (a raw tracepoint's arguments): for programs that are never attached,
+/// such as the socket backend's walk.
+pub fn test_run_with(program: BorrowedFd<'_>, args: &[u64]) -> io::Result<()> {
     // SAFETY: a zeroed bpf_test_run_opts with its size set is valid input.
     let mut opts: libbpf_sys::bpf_test_run_opts = unsafe { std::mem::zeroed() };
     opts.sz = std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as _;
-    // SAFETY: plain syscall wrapper on a program fd the caller holds.
+    opts.ctx_in = args.as_ptr().cast();
+    opts.ctx_size_in = std::mem::size_of_val(args) as u32;
+    // SAFETY: plain syscall wrapper on a program fd the caller holds; the
+    // kernel only reads `ctx_size_in` bytes of `args`, which outlives the call.
     let rc = unsafe { libbpf_sys::bpf_prog_test_run_opts(program.as_raw_fd(), &mut opts) };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(-rc));

@@ -50,7 +50,8 @@ pub use per_event::types::{
 };
 pub use socket::types::{
     closed_key as ClosedKey, connection_totals as ConnectionTotals, socket_flag as SocketFlag,
-    socket_health as SocketHealth, socket_state as SocketState,
+    socket_health as SocketHealth, socket_state as SocketState, walk_output as WalkOutput,
+    walk_record as WalkRecord,
 };
 
 /// A flow key as the kernel stores it: the exporter keeps keys in this form
@@ -96,6 +97,8 @@ kernel_types!(
     ClosedKey,
     SocketHealth,
     SocketState,
+    WalkOutput,
+    WalkRecord,
     socket::types::flow_key,
     socket::types::cidr_key,
     socket::types::filter_settings,
@@ -140,6 +143,8 @@ mod tests {
         assert_eq!(size_of::<CidrKey>(), 20);
         assert_eq!(size_of::<ConnectionTotals>(), 80);
         assert_eq!(size_of::<SocketState>(), 128);
+        assert_eq!(size_of::<WalkRecord>(), 64);
+        assert_eq!(size_of::<WalkOutput>(), 16 + 64 * 1024);
         assert_eq!(size_of::<FlowRole>(), 1);
         assert_eq!(size_of::<SocketFlag>(), 1);
     }

@@ -14,6 +14,7 @@ use super::loader::{
 };
 use super::skel::socket::{OpenSocketProgs, SocketSkel, SocketSkelBuilder};
 use super::skel::{as_bytes, from_bytes};
+use super::socket_shards::{max_shards, SocketShards};
 use super::SocketMaps;
 
 const BACKEND: Backend = Backend::Socket;
@@ -36,10 +37,12 @@ pub(super) fn load(
         .open(object_storage())
         .map_err(failed(BACKEND, "open the BPF object"))?;
     let maps = &mut open.maps;
-    for map in [&mut maps.socket_states, &mut maps.closed_sockets] {
-        map.set_max_entries(config.sockets_max)
-            .map_err(failed(BACKEND, "size the socket maps"))?;
-    }
+    maps.socket_shards
+        .set_max_entries(max_shards(config.sockets_max))
+        .map_err(failed(BACKEND, "size the socket maps"))?;
+    maps.closed_sockets
+        .set_max_entries(config.sockets_max)
+        .map_err(failed(BACKEND, "size the socket maps"))?;
     size_cidr_tries(
         BACKEND,
         &mut maps.cidr_include,
@@ -53,6 +56,7 @@ pub(super) fn load(
     // bpf/flow.h's filter_settings, from the per-event skeleton's copy.
     rodata.filter = from_bytes(as_bytes(&config.filter.settings()));
     rodata.discovery_after_call = discovery_on_tracepoints;
+    rodata.shards_max = max_shards(config.sockets_max);
 
     autoload_none(open.open_object_mut());
     choose_programs(
@@ -81,10 +85,18 @@ pub(super) fn load(
         &skel.maps.cidr_exclude,
         &config.filter,
     )?;
+    // Every shard goes in before any program is attached.
+    SocketShards::create(
+        &MapHandle::try_from(&skel.maps.socket_shards)
+            .map_err(failed(BACKEND, "open socket_shards"))?,
+        MapHandle::try_from(&skel.maps.shards_in_use)
+            .map_err(failed(BACKEND, "open shards_in_use"))?,
+    )
+    .map_err(|e| failed(BACKEND, "create the socket shards")(e.into()))?;
     let walk = if cast_walk {
-        &skel.progs.refresh_sockets_cast
+        &skel.progs.walk_shard_cast
     } else {
-        &skel.progs.refresh_sockets
+        &skel.progs.walk_shard
     };
     let walk = walk
         .as_fd()
@@ -102,8 +114,8 @@ fn choose_programs(
 ) {
     p.socket_set_state.set_autoload(true);
     p.socket_destroy.set_autoload(true);
-    p.refresh_sockets_cast.set_autoload(cast_walk);
-    p.refresh_sockets.set_autoload(!cast_walk);
+    p.walk_shard_cast.set_autoload(cast_walk);
+    p.walk_shard.set_autoload(!cast_walk);
     if discovery_on_tracepoints {
         p.discover_tp_send.set_autoload(true);
         p.discover_tp_recv.set_autoload(true);
@@ -119,7 +131,8 @@ pub(super) fn maps(skel: &SocketSkel<'_>, walk: OwnedFd) -> Result<SocketMaps, l
     let maps = &skel.maps;
     Ok(SocketMaps {
         walk,
-        states: MapHandle::try_from(&maps.socket_states)?,
+        shards: SocketShards::open(MapHandle::try_from(&maps.shards_in_use)?),
+        walk_out: MapHandle::try_from(&maps.walk_out)?,
         closed: MapHandle::try_from(&maps.closed_sockets)?,
         health: MapHandle::try_from(&maps.health)?,
     })

@@ -5,14 +5,13 @@
 //!   count per send and receive into kernel flow tables, which are read
 //!   (credited) at scrapes and switched and drained between them.
 //! - [`sockets::SocketConnections`]: the socket backend keeps per-connection
-//!   positions in the kernel; a walk reads the live connections and closed
-//!   ones leave their final totals, and a ledger ([`ledger::Ledger`]) turns
-//!   both into growth.
+//!   positions in the kernel; a walk ([`walk::SocketWalker`]) reports what
+//!   the live connections moved, and closed ones leave what no walk
+//!   reported.
 //!
 //! A source knows nothing of the running totals beyond [`FlowSink`], which
 //! the flow table (src/flows/table.rs) implements.
 
-pub mod ledger;
 pub mod sockets;
 pub mod tables;
 pub mod walk;
@@ -54,7 +53,7 @@ pub trait FlowSource: Send + std::fmt::Debug {
 pub fn open(maps: BackendMaps) -> io::Result<Box<dyn FlowSource>> {
     Ok(match maps {
         BackendMaps::PerEvent(maps) => Box::new(tables::PerEventTables::new(maps)?),
-        BackendMaps::Socket(maps) => Box::new(sockets::SocketConnections::new(maps)),
+        BackendMaps::Socket(maps) => Box::new(sockets::SocketConnections::new(maps)?),
     })
 }
 
@@ -89,6 +88,8 @@ pub struct SourceHealth {
     /// Socket backend: connections whose final totals were lost; what they
     /// moved since the scrape before their end is not counted.
     pub connection_finals_lost: u64,
+    /// Socket backend: what its walks cost.
+    pub walks: Option<sockets::WalkTotals>,
 }
 
 impl SourceHealth {
