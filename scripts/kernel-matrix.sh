@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 # each of them once per `deep` backend of its row (scripts/test.sh does the
 # same natively).
 # Every other test binary runs once per kernel, except those in `not_here`.
-traffic_tests=(counting closing flow_keys roles_and_filters http program_stats)
+traffic_tests=(counting closing flow_keys roles_and_filters http program_stats walk)
 once_tests=(errors map_read agreement identity cost privileges)
 # Chromium, Prometheus, the cloud-ranges converter, the test Kubernetes
 # API server and the web endpoint's TLS, auth and abuse tests do not depend

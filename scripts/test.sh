@@ -48,7 +48,7 @@ for backend in ${native_deep//,/ }; do
     [ "$backend" = "${TFE_EXPECT_AUTO:-}" ] && continue
     echo "test.sh: traffic tests with --probe=$backend"
     TFE_PROBE=$backend cargo test --locked --test counting --test closing --test flow_keys \
-        --test roles_and_filters --test http --test program_stats --test identity -- --include-ignored
+        --test roles_and_filters --test http --test program_stats --test identity --test walk -- --include-ignored
 done
 
 # CI as tests/support::in_ci reads it: set, and neither empty nor "false".

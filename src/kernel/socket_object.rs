@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapHandle};
 
 use super::backend::Backend;
@@ -14,7 +14,7 @@ use super::loader::{
 };
 use super::skel::socket::{OpenSocketProgs, SocketSkel, SocketSkelBuilder};
 use super::skel::{as_bytes, from_bytes};
-use super::socket_shards::{max_shards, SocketShards};
+use super::socket_shards::{max_shards, ShardTypes, SocketShards};
 use super::SocketMaps;
 
 const BACKEND: Backend = Backend::Socket;
@@ -91,6 +91,7 @@ pub(super) fn load(
             .map_err(failed(BACKEND, "open socket_shards"))?,
         MapHandle::try_from(&skel.maps.shards_in_use)
             .map_err(failed(BACKEND, "open shards_in_use"))?,
+        ShardTypes::of(skel.object()).map_err(|e| failed(BACKEND, "read its BTF")(e.into()))?,
     )
     .map_err(|e| failed(BACKEND, "create the socket shards")(e.into()))?;
     let walk = if cast_walk {

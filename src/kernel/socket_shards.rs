@@ -23,6 +23,44 @@ pub fn max_shards(sockets_max: u32) -> u32 {
     wanted.div_ceil(u64::from(SHARD_ENTRIES)).max(1) as u32
 }
 
+/// The object's BTF and the shard template's key and value types in it.
+/// Before Linux 6.2 an inner map must match its template in more than sizes
+/// and flags (bpf_map_meta_equal() compares timer_off, which only a map
+/// created with BTF has), so the shards are created with the same BTF.
+#[derive(Clone, Copy, Debug)]
+pub struct ShardTypes {
+    pub btf_fd: i32,
+    pub key_type_id: u32,
+    pub value_type_id: u32,
+}
+
+impl ShardTypes {
+    /// From the loaded object: the key is `__u64`, the value `struct
+    /// socket_state` (bpf/socket.bpf.c's socket_shard).
+    pub fn of(object: &libbpf_rs::Object) -> io::Result<ShardTypes> {
+        use libbpf_rs::AsRawLibbpf;
+        let object = object.as_libbpf_object().as_ptr();
+        // SAFETY: `object` is a loaded bpf_object the caller keeps alive;
+        // libbpf returns its BTF (or NULL) and looks names up in it.
+        unsafe {
+            let btf = libbpf_sys::bpf_object__btf(object);
+            let btf_fd = libbpf_sys::bpf_object__btf_fd(object);
+            if btf.is_null() || btf_fd < 0 {
+                return Err(io::Error::other("the socket object has no BTF"));
+            }
+            let find = |name: &std::ffi::CStr, kind: u32| {
+                let id = libbpf_sys::btf__find_by_name_kind(btf, name.as_ptr(), kind);
+                u32::try_from(id).map_err(|_| io::Error::other(format!("no {name:?} in BTF")))
+            };
+            Ok(ShardTypes {
+                btf_fd,
+                key_type_id: find(c"__u64", libbpf_sys::BTF_KIND_TYPEDEF)?,
+                value_type_id: find(c"socket_state", libbpf_sys::BTF_KIND_STRUCT)?,
+            })
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct SocketShards {
     /// shards_in_use: one u32, which only the programs raise after load.
@@ -32,12 +70,19 @@ pub struct SocketShards {
 impl SocketShards {
     /// Creates every shard, puts it in socket_shards, and brings the first
     /// into use: before any program is attached.
-    pub fn create(outer: &MapHandle, in_use: MapHandle) -> io::Result<SocketShards> {
+    pub fn create(
+        outer: &MapHandle,
+        in_use: MapHandle,
+        types: ShardTypes,
+    ) -> io::Result<SocketShards> {
         // SAFETY: zeroed bpf_map_create_opts with its size set is valid input.
         let mut opts: libbpf_sys::bpf_map_create_opts = unsafe { std::mem::zeroed() };
         opts.sz = size_of::<libbpf_sys::bpf_map_create_opts>() as _;
         // Entries are allocated on insert, as in bpf/socket.bpf.c's template.
         opts.map_flags = libbpf_sys::BPF_F_NO_PREALLOC;
+        opts.btf_fd = types.btf_fd as u32;
+        opts.btf_key_type_id = types.key_type_id;
+        opts.btf_value_type_id = types.value_type_id;
         for index in 0..outer.max_entries() {
             let shard = MapHandle::create(
                 MapType::Hash,
