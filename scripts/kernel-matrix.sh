@@ -18,11 +18,12 @@ cd "$(dirname "$0")/.."
 # same natively).
 # Every other test binary runs once per kernel, except those in `not_here`.
 traffic_tests=(counting closing flow_keys roles_and_filters http program_stats walk)
-once_tests=(errors map_read agreement identity cost privileges)
+once_tests=(errors map_read agreement identity privileges)
 # Chromium, Prometheus, the cloud-ranges converter, the test Kubernetes
-# API server and the web endpoint's TLS, auth and abuse tests do not depend
-# on the kernel; scripts/test.sh runs these natively.
-not_here=(browser prometheus cloud_ranges kube_api web_security load soak)
+# API server, prices (arithmetic on counted bytes) and the web endpoint's
+# TLS, auth and abuse tests do not depend on the kernel; scripts/test.sh
+# runs these natively.
+not_here=(browser prometheus cloud_ranges kube_api cost web_security load soak)
 
 # name=path lines of the test binaries, built now if needed.
 build_tests() {

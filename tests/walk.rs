@@ -17,10 +17,36 @@ use support::{assert_exact_flow, Exporter};
 /// Connections held open: 6,000 sockets, which no five shards can hold.
 const CONNECTIONS: usize = 3_000;
 
+/// Open files for both ends of every connection and the test's own: the
+/// kernel matrix's guests start processes with a limit of 1,024.
+fn raise_open_file_limit() {
+    let wanted = (2 * CONNECTIONS + 1_000) as libc::rlim_t;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit; root may raise the
+    // hard limit up to fs.nr_open.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted;
+            limit.rlim_max = limit.rlim_max.max(wanted);
+            assert_eq!(
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit),
+                0,
+                "{}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs root to load BPF: scripts/test.sh runs it"]
 fn root_thousands_of_connections_stay_exact_while_walks_run_and_connections_close() {
     support::require_root();
+    raise_open_file_limit();
     let exporter = Arc::new(Exporter::start(&["--flows.ports=all"]));
     let before = exporter.scrape();
     let stop = Arc::new(AtomicBool::new(false));
