@@ -425,9 +425,15 @@ int BPF_PROG(socket_set_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 	if (newstate == TCP_ESTABLISHED) {
-		/* No entry: the handshake began before the exporter started. */
+		/* No entry: the handshake began before the exporter started, or
+		 * its entry could not be made then (a shard's allocator can run
+		 * dry for a moment under a burst of new connections, as seen on
+		 * 6.1 under qemu). Where it came from still says which end it is. */
 		if (!s)
-			s = track(sk, ROLE_UNKNOWN, true);
+			s = track(sk, oldstate == TCP_SYN_SENT   ? ROLE_CLIENT :
+				      oldstate == TCP_SYN_RECV   ? ROLE_SERVER :
+								   ROLE_UNKNOWN,
+				  true);
 		if (!s || s->flags || !read_positions(sk, &now))
 			return 0;
 		/* Locked: `now` is exact, so moving its position moves its

@@ -91,6 +91,10 @@ fn root_thousands_of_connections_stay_exact_while_walks_run_and_connections_clos
     assert!(scrapes > 2, "only {scrapes} scrapes raced the traffic");
 
     let after = exporter.scrape();
+    eprintln!(
+        "{scrapes} scrapes; sockets untracked: {:?}",
+        after.sample("tcp_flow_exporter_sockets_untracked_total", "")
+    );
     for (client, server, sent, received) in &flows {
         assert_exact_flow(&after, *client, *sent, *received);
         assert_exact_flow(&after, *server, *received, *sent);
