@@ -48,12 +48,13 @@ const volatile bool discovery_after_call = false;
  *
  * Kept in shards of at most SOCKET_SHARD_ENTRIES: the walk runs over one
  * shard at a time, so that no single run holds a CPU for long, whatever the
- * number of connections. User space creates every shard --sockets.max
- * needs before any program is attached; the first shards_in_use of them are
- * used, and the walk runs over those only. A new connection goes to a shard
- * in use picked at random, or, when that is full, to the last one; when
- * that is full too, one more shard comes into use (place()). Its socket's
- * mark remembers which (socket_marks.bpf.h). */
+ * number of connections. A new connection goes to a shard in use picked at
+ * random, or, when that is full, to the last one; when that is full too,
+ * one more shard comes into use (place()). Its socket's mark remembers
+ * which (socket_marks.bpf.h). User space creates shards ahead of use, a few
+ * more each second as more come into use, up to what --sockets.max needs,
+ * so the maps' fixed memory and the walk follow the connections the node
+ * has had, not --sockets.max. */
 struct socket_shard {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SOCKET_SHARD_ENTRIES);
@@ -69,17 +70,17 @@ struct {
 	__array(values, struct socket_shard);
 } socket_shards SEC(".maps");
 
-/* Shards in socket_shards, set by user space before load. */
-const volatile __u32 shards_max = 1;
+/* Shards: [SHARDS_IN_USE] are 0 to n - 1, raised here only, one at a time;
+ * [SHARDS_CREATED] are in socket_shards, raised by user space only. Two
+ * entries, so that neither side's update can undo the other's. */
+enum { SHARDS_IN_USE = 0, SHARDS_CREATED = 1 };
 
-/* How many shards are in use: those are 0 to n - 1. Starts at 1 (user
- * space), and only grows, here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u32);
-} shards_in_use SEC(".maps");
+} shard_counts SEC(".maps");
 
 /* Never read: clang describes a map's key and value types in BTF only one
  * level down, so an inner map's value would reach libbpf (and the Rust
@@ -111,14 +112,16 @@ static __always_inline long insert_into(__u32 index, __u64 *id, struct socket_st
 }
 
 /* Puts a new entry for `id` into a shard in use with room; returns 1 + its
- * index, or 0 if every shard is full or in_use is missing. */
+ * index, or 0 if every shard created is full. */
 static __always_inline __u32 place(__u64 *id, struct socket_state *fresh)
 {
-	__u32 zero = 0, *in_use = bpf_map_lookup_elem(&shards_in_use, &zero);
+	__u32 in_use_key = SHARDS_IN_USE, created_key = SHARDS_CREATED;
+	__u32 *in_use = bpf_map_lookup_elem(&shard_counts, &in_use_key);
+	__u32 *created = bpf_map_lookup_elem(&shard_counts, &created_key);
 	__u32 n, index;
 	long err;
 
-	if (!in_use)
+	if (!in_use || !created)
 		return 0;
 	n = READ_ONCE(*in_use);
 	if (n == 0)
@@ -129,7 +132,7 @@ static __always_inline __u32 place(__u64 *id, struct socket_state *fresh)
 		index = n - 1;
 		err = insert_into(index, id, fresh);
 	}
-	if (err == -E2BIG && n < shards_max) {
+	if (err == -E2BIG && n < READ_ONCE(*created)) {
 		/* Whoever wins the exchange, one more shard is in use. */
 		__sync_val_compare_and_swap(in_use, n, n + 1);
 		index = READ_ONCE(*in_use) - 1;

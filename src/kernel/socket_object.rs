@@ -56,7 +56,6 @@ pub(super) fn load(
     // bpf/flow.h's filter_settings, from the per-event skeleton's copy.
     rodata.filter = from_bytes(as_bytes(&config.filter.settings()));
     rodata.discovery_after_call = discovery_on_tracepoints;
-    rodata.shards_max = max_shards(config.sockets_max);
 
     autoload_none(open.open_object_mut());
     choose_programs(
@@ -86,14 +85,8 @@ pub(super) fn load(
         &config.filter,
     )?;
     // Every shard goes in before any program is attached.
-    SocketShards::create(
-        &MapHandle::try_from(&skel.maps.socket_shards)
-            .map_err(failed(BACKEND, "open socket_shards"))?,
-        MapHandle::try_from(&skel.maps.shards_in_use)
-            .map_err(failed(BACKEND, "open shards_in_use"))?,
-        ShardTypes::of(skel.object()).map_err(|e| failed(BACKEND, "read its BTF")(e.into()))?,
-    )
-    .map_err(|e| failed(BACKEND, "create the socket shards")(e.into()))?;
+    shards(&skel, SocketShards::create)
+        .map_err(|e| failed(BACKEND, "create the socket shards")(e.into()))?;
     let walk = if cast_walk {
         &skel.progs.walk_shard_cast
     } else {
@@ -104,6 +97,20 @@ pub(super) fn load(
         .try_clone_to_owned()
         .map_err(|e| failed(BACKEND, "keep a handle on the walk")(e.into()))?;
     Ok((skel, walk))
+}
+
+/// The object's shards, through `make` (create or open).
+fn shards(
+    skel: &SocketSkel<'_>,
+    make: fn(MapHandle, MapHandle, ShardTypes) -> std::io::Result<SocketShards>,
+) -> Result<SocketShards, libbpf_rs::Error> {
+    let maps = &skel.maps;
+    let types = ShardTypes::of(skel.object())?;
+    Ok(make(
+        MapHandle::try_from(&maps.socket_shards)?,
+        MapHandle::try_from(&maps.shard_counts)?,
+        types,
+    )?)
 }
 
 /// Switches on the programs this kernel supports.
@@ -132,7 +139,7 @@ pub(super) fn maps(skel: &SocketSkel<'_>, walk: OwnedFd) -> Result<SocketMaps, l
     let maps = &skel.maps;
     Ok(SocketMaps {
         walk,
-        shards: SocketShards::open(MapHandle::try_from(&maps.shards_in_use)?),
+        shards: shards(skel, SocketShards::open)?,
         walk_out: MapHandle::try_from(&maps.walk_out)?,
         closed: MapHandle::try_from(&maps.closed_sockets)?,
         health: MapHandle::try_from(&maps.health)?,

@@ -56,7 +56,9 @@ impl SocketConnections {
             }
         }
         self.last_closed = closed.len();
-        complete
+        complete?;
+        // Shards for the next second's new connections.
+        self.walker.keep_ahead()
     }
 }
 

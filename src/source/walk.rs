@@ -90,4 +90,9 @@ impl SocketWalker {
         self.last = stats;
         Ok(())
     }
+
+    /// Creates shards ahead of the connections (kernel/socket_shards.rs).
+    pub fn keep_ahead(&mut self) -> io::Result<()> {
+        self.shards.keep_ahead()
+    }
 }
