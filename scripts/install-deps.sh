@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building tcp-flow-exporter needs on Debian or Ubuntu (x86_64),
-# skipping what is already there. With --test, also what the tests need.
+# skipping what is already there. With --test, also what the tests need;
+# with --bench, also what the benchmarks need (both may be given).
 # Needs Rust (rustup); uses sudo for apt-get when not run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,10 +12,20 @@ if [ "$(id -u)" -ne 0 ]; then
     sudo="sudo"
 fi
 
+test=false
+bench=false
+for arg in "$@"; do
+    case "$arg" in
+        --test) test=true ;;
+        --bench) bench=true ;;
+        *) echo "usage: $0 [--test] [--bench]" >&2; exit 2 ;;
+    esac
+done
+
 # clang compiles bpf/*.bpf.c; libbpf-sys builds its vendored libbpf with make,
 # gcc, libelf and zlib.
 packages=(clang libelf-dev zlib1g-dev pkg-config make gcc)
-if [ "${1:-}" = "--test" ]; then
+if $test; then
     # setpriv and unshare (util-linux) drive the privilege and BTF error tests;
     # ip (iproute2) builds the network namespace of the loopback filter test;
     # headless chromium renders the landing page; python3-venv holds the
@@ -24,6 +35,11 @@ if [ "${1:-}" = "--test" ]; then
     # certificates and reads the served one; curl is their HTTPS client;
     # bpftool lists what the privilege tests leave loaded and tries to detach.
     packages+=(util-linux iproute2 chromium python3-venv python3 nftables openssl curl bpftool)
+fi
+if $bench; then
+    # cyclictest (rt-tests) measures real-time wake-up delays while
+    # benches/connections.rs scrapes.
+    packages+=(rt-tests)
 fi
 
 missing=()
@@ -41,6 +57,6 @@ for component in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
 
-if [ "${1:-}" = "--test" ]; then
+if $test; then
     scripts/fetch-prometheus.sh >/dev/null
 fi
