@@ -103,12 +103,21 @@ static __always_inline void *shard_of(struct sock *sk)
 	return mark ? shard_at(*mark) : NULL;
 }
 
+/* A map update's result as an error number. Before Linux 6.4 the verifier
+ * calls the map's update function directly, which returned an int, so the
+ * program saw -E2BIG as 0xfffffff9 in a 64-bit register (seen on 6.1): only
+ * the low 32 bits are the error. */
+static __always_inline int update_error(long result)
+{
+	return (int)result;
+}
+
 /* Inserts `fresh` for `id` into shard `index`; 0, or the insert's error. */
-static __always_inline long insert_into(__u32 index, __u64 *id, struct socket_state *fresh)
+static __always_inline int insert_into(__u32 index, __u64 *id, struct socket_state *fresh)
 {
 	void *shard = bpf_map_lookup_elem(&socket_shards, &index);
 
-	return shard ? bpf_map_update_elem(shard, id, fresh, BPF_NOEXIST) : -E2BIG;
+	return shard ? update_error(bpf_map_update_elem(shard, id, fresh, BPF_NOEXIST)) : -E2BIG;
 }
 
 /* Puts a new entry for `id` into a shard in use with room; returns 1 + its
@@ -119,7 +128,7 @@ static __always_inline __u32 place(__u64 *id, struct socket_state *fresh)
 	__u32 *in_use = bpf_map_lookup_elem(&shard_counts, &in_use_key);
 	__u32 *created = bpf_map_lookup_elem(&shard_counts, &created_key);
 	__u32 n, index;
-	long err;
+	int err;
 
 	if (!in_use || !created)
 		return 0;
