@@ -51,10 +51,9 @@ const volatile bool discovery_after_call = false;
  * number of connections. A new connection goes to a shard in use picked at
  * random, or, when that is full, to the last one; when that is full too,
  * one more shard comes into use (place()). Its socket's mark remembers
- * which (socket_marks.bpf.h). User space creates shards ahead of use, a few
- * more each second as more come into use, up to what --sockets.max needs,
- * so the maps' fixed memory and the walk follow the connections the node
- * has had, not --sockets.max. */
+ * which (socket_marks.bpf.h). User space creates every shard --sockets.max
+ * needs at load; the walk runs over those in use only, so its cost follows
+ * the connections the node has had, not --sockets.max. */
 struct socket_shard {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SOCKET_SHARD_ENTRIES);
@@ -71,8 +70,7 @@ struct {
 } socket_shards SEC(".maps");
 
 /* Shards: [SHARDS_IN_USE] are 0 to n - 1, raised here only, one at a time;
- * [SHARDS_CREATED] are in socket_shards, raised by user space only. Two
- * entries, so that neither side's update can undo the other's. */
+ * [SHARDS_CREATED] are in socket_shards, written by user space at load. */
 enum { SHARDS_IN_USE = 0, SHARDS_CREATED = 1 };
 
 struct {

@@ -14,7 +14,7 @@ use super::loader::{
 };
 use super::skel::socket::{OpenSocketProgs, SocketSkel, SocketSkelBuilder};
 use super::skel::{as_bytes, from_bytes};
-use super::socket_shards::{max_shards, ShardTypes, SocketShards};
+use super::socket_shards::{create_all, max_shards, ShardTypes, SocketShards};
 use super::SocketMaps;
 
 const BACKEND: Backend = Backend::Socket;
@@ -85,8 +85,7 @@ pub(super) fn load(
         &config.filter,
     )?;
     // Every shard goes in before any program is attached.
-    shards(&skel, SocketShards::create)
-        .map_err(|e| failed(BACKEND, "create the socket shards")(e.into()))?;
+    create_shards(&skel).map_err(failed(BACKEND, "create the socket shards"))?;
     let walk = if cast_walk {
         &skel.progs.walk_shard_cast
     } else {
@@ -99,18 +98,16 @@ pub(super) fn load(
     Ok((skel, walk))
 }
 
-/// The object's shards, through `make` (create or open).
-fn shards(
-    skel: &SocketSkel<'_>,
-    make: fn(MapHandle, MapHandle, ShardTypes) -> std::io::Result<SocketShards>,
-) -> Result<SocketShards, libbpf_rs::Error> {
+/// Creates the object's shards (kernel/socket_shards.rs).
+fn create_shards(skel: &SocketSkel<'_>) -> Result<(), libbpf_rs::Error> {
     let maps = &skel.maps;
     let types = ShardTypes::of(skel.object())?;
-    Ok(make(
-        MapHandle::try_from(&maps.socket_shards)?,
-        MapHandle::try_from(&maps.shard_counts)?,
-        types,
-    )?)
+    create_all(
+        &MapHandle::try_from(&maps.socket_shards)?,
+        &MapHandle::try_from(&maps.shard_counts)?,
+        &types,
+    )?;
+    Ok(())
 }
 
 /// Switches on the programs this kernel supports.
@@ -139,7 +136,7 @@ pub(super) fn maps(skel: &SocketSkel<'_>, walk: OwnedFd) -> Result<SocketMaps, l
     let maps = &skel.maps;
     Ok(SocketMaps {
         walk,
-        shards: shards(skel, SocketShards::open)?,
+        shards: SocketShards::open(MapHandle::try_from(&maps.shard_counts)?),
         walk_out: MapHandle::try_from(&maps.walk_out)?,
         closed: MapHandle::try_from(&maps.closed_sockets)?,
         health: MapHandle::try_from(&maps.health)?,

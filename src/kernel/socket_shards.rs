@@ -1,17 +1,17 @@
 //! The socket backend's shards (bpf/socket.bpf.c, socket_shards): hash maps
-//! of at most SOCKET_SHARD_ENTRIES connections each. The programs bring one
-//! more into use when the last one in use is full; user space creates them
-//! ahead of that, a few more each second, up to as many as --sockets.max
-//! needs. The walk runs over those in use only. So the maps' fixed memory
-//! and the walk's cost follow the most connections the node has had, not
-//! --sockets.max.
+//! of at most SOCKET_SHARD_ENTRIES connections each, all created at load, as
+//! many as --sockets.max needs. The programs bring one more into use when
+//! the last one in use is full, and the walk runs over those in use only, so
+//! its cost follows the most connections the node has had, not
+//! --sockets.max. (Creating shards from user space as they were needed, once
+//! a second, lost 350,000 of 200,000 connections' attempts to be tracked
+//! when they opened at 80,000 a second: only the programs react in time.)
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
-use super::least_privilege;
 use super::skel::{Capacity, SocketState};
 
 /// Connections one shard holds at most.
@@ -27,13 +27,6 @@ const CREATED: u32 = 1;
 pub fn max_shards(sockets_max: u32) -> u32 {
     let wanted = u64::from(sockets_max) + u64::from(sockets_max / 16);
     wanted.div_ceil(u64::from(SHARD_ENTRIES)).max(1) as u32
-}
-
-/// Shards to have created while `in_use` are in use: room for an eighth
-/// more connections, and for 8 shards' worth (8,192) at least, which the
-/// next second's new connections take before user space looks again.
-pub fn shards_ahead(in_use: u32, max: u32) -> u32 {
-    in_use.saturating_add((in_use / 8).max(8)).min(max)
 }
 
 /// The object's BTF and the shard template's key and value types in it.
@@ -76,58 +69,60 @@ impl ShardTypes {
     }
 }
 
+/// Creates every shard, puts it in socket_shards (`outer`), and brings the
+/// first into use: before any program is attached. An empty shard costs 17
+/// KiB of kernel memory (its 1,024 buckets), about 17 bytes per
+/// --sockets.max.
+pub fn create_all(outer: &MapHandle, counts: &MapHandle, types: &ShardTypes) -> io::Result<()> {
+    // SAFETY: zeroed bpf_map_create_opts with its size set is valid input.
+    let mut opts: libbpf_sys::bpf_map_create_opts = unsafe { std::mem::zeroed() };
+    opts.sz = size_of::<libbpf_sys::bpf_map_create_opts>() as _;
+    // Entries are allocated on insert, as in bpf/socket.bpf.c's template.
+    opts.map_flags = libbpf_sys::BPF_F_NO_PREALLOC;
+    opts.btf_fd = types.btf.as_raw_fd() as u32;
+    opts.btf_key_type_id = types.key_type_id;
+    opts.btf_value_type_id = types.value_type_id;
+    let shards = outer.max_entries();
+    for index in 0..shards {
+        let shard = MapHandle::create(
+            MapType::Hash,
+            Some("socket_shard"),
+            size_of::<u64>() as u32,
+            size_of::<SocketState>() as u32,
+            SHARD_ENTRIES,
+            &opts,
+        )
+        .map_err(io::Error::other)?;
+        // socket_shards keeps the shard alive once it holds it.
+        let fd = shard.as_fd().as_raw_fd() as u32;
+        outer
+            .update(&index.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(io::Error::other)?;
+    }
+    for (key, value) in [(CREATED, shards), (IN_USE, 1)] {
+        counts
+            .update(&key.to_ne_bytes(), &value.to_ne_bytes(), MapFlags::ANY)
+            .map_err(io::Error::other)?;
+    }
+    Ok(())
+}
+
+/// The shards in use, which the programs raise (shard_counts).
 #[derive(Debug)]
 pub struct SocketShards {
-    /// socket_shards: ARRAY_OF_MAPS of `max` slots, the first `created`
-    /// filled.
-    outer: MapHandle,
-    /// shard_counts: in use (the programs raise it), created (only here).
     counts: MapHandle,
-    types: ShardTypes,
-    created: u32,
-    max: u32,
 }
 
 impl SocketShards {
-    /// Creates the first shards and brings one into use: before any program
-    /// is attached.
-    pub fn create(outer: MapHandle, counts: MapHandle, types: ShardTypes) -> io::Result<Self> {
-        let max = outer.max_entries();
-        let mut shards = SocketShards {
-            outer,
-            counts,
-            types,
-            created: 0,
-            max,
-        };
-        shards.create_up_to(shards_ahead(1, max))?;
-        shards.set(IN_USE, 1)?;
-        Ok(shards)
-    }
-
-    /// Takes over shards already created (by [`SocketShards::create`]).
-    pub fn open(outer: MapHandle, counts: MapHandle, types: ShardTypes) -> io::Result<Self> {
-        let max = outer.max_entries();
-        let mut shards = SocketShards {
-            outer,
-            counts,
-            types,
-            created: 0,
-            max,
-        };
-        shards.created = shards.get(CREATED)?;
-        Ok(shards)
+    pub fn open(counts: MapHandle) -> SocketShards {
+        SocketShards { counts }
     }
 
     /// Shards in use now: the walk runs over these.
     pub fn in_use(&self) -> io::Result<u32> {
-        self.get(IN_USE)
-    }
-
-    fn get(&self, key: u32) -> io::Result<u32> {
         let value = self
             .counts
-            .lookup(&key.to_ne_bytes(), MapFlags::ANY)
+            .lookup(&IN_USE.to_ne_bytes(), MapFlags::ANY)
             .map_err(io::Error::other)?
             .ok_or_else(|| io::Error::other("shard_counts has no entry"))?;
         let bytes = value
@@ -135,67 +130,11 @@ impl SocketShards {
             .map_err(|_| io::Error::other("shard_counts: not a u32"))?;
         Ok(u32::from_ne_bytes(bytes))
     }
-
-    /// Creates shards ahead of those in use. Creating a map needs the BPF
-    /// capabilities the exporter keeps permitted only.
-    pub fn keep_ahead(&mut self) -> io::Result<()> {
-        let wanted = shards_ahead(self.in_use()?, self.max);
-        if wanted <= self.created {
-            return Ok(());
-        }
-        least_privilege::with_bpf_caps(|| self.create_up_to(wanted))
-    }
-
-    /// Creates shards up to `wanted`, puts them in socket_shards, and only
-    /// then counts them as created, so no program picks an empty slot.
-    fn create_up_to(&mut self, wanted: u32) -> io::Result<()> {
-        // SAFETY: zeroed bpf_map_create_opts with its size set is valid input.
-        let mut opts: libbpf_sys::bpf_map_create_opts = unsafe { std::mem::zeroed() };
-        opts.sz = size_of::<libbpf_sys::bpf_map_create_opts>() as _;
-        // Entries are allocated on insert, as in bpf/socket.bpf.c's template.
-        opts.map_flags = libbpf_sys::BPF_F_NO_PREALLOC;
-        opts.btf_fd = self.types.btf.as_raw_fd() as u32;
-        opts.btf_key_type_id = self.types.key_type_id;
-        opts.btf_value_type_id = self.types.value_type_id;
-        for index in self.created..wanted {
-            let shard = MapHandle::create(
-                MapType::Hash,
-                Some("socket_shard"),
-                size_of::<u64>() as u32,
-                size_of::<SocketState>() as u32,
-                SHARD_ENTRIES,
-                &opts,
-            )
-            .map_err(io::Error::other)?;
-            // socket_shards keeps the shard alive once it holds it.
-            let fd = shard.as_fd().as_raw_fd() as u32;
-            self.outer
-                .update(&index.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-                .map_err(io::Error::other)?;
-            self.created = index + 1;
-        }
-        self.set(CREATED, self.created)
-    }
-
-    fn set(&self, key: u32, value: u32) -> io::Result<()> {
-        self.counts
-            .update(&key.to_ne_bytes(), &value.to_ne_bytes(), MapFlags::ANY)
-            .map_err(io::Error::other)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shards_are_created_an_eighth_and_at_least_eight_ahead() {
-        assert_eq!(shards_ahead(1, 1088), 9);
-        assert_eq!(shards_ahead(64, 1088), 72);
-        assert_eq!(shards_ahead(800, 1088), 900);
-        assert_eq!(shards_ahead(1080, 1088), 1088, "never past the most");
-        assert_eq!(shards_ahead(1, 2), 2);
-    }
 
     #[test]
     fn shards_hold_sockets_max_and_a_sixteenth_more() {

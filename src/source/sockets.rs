@@ -56,9 +56,7 @@ impl SocketConnections {
             }
         }
         self.last_closed = closed.len();
-        complete?;
-        // Shards for the next second's new connections.
-        self.walker.keep_ahead()
+        complete
     }
 }
 

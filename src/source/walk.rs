@@ -90,9 +90,4 @@ impl SocketWalker {
         self.last = stats;
         Ok(())
     }
-
-    /// Creates shards ahead of the connections (kernel/socket_shards.rs).
-    pub fn keep_ahead(&mut self) -> io::Result<()> {
-        self.shards.keep_ahead()
-    }
 }
