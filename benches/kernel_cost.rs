@@ -198,11 +198,12 @@ fn connections(backends: &[&str]) {
     }
 }
 
-/// The socket backend's walk: kernel time of refresh_sockets per
-/// connection, and scrape time, with many open connections.
+/// The socket backend's walk: kernel time of its runs (walk_shard, one per
+/// shard in use) per connection and walk, and scrape time, with many open
+/// connections.
 fn walk() {
     raise_open_files(50_000);
-    println!("| open connections | refresh ns/connection | scrape (median of 5) |");
+    println!("| open connections | walk ns/connection | scrape (median of 5) |");
     println!("|---|---|---|");
     for connections in [1_000usize, 9_000] {
         let exporter = Exporter::start_raw(&["--probe=socket", "--flows.ports=all"]);
@@ -216,26 +217,28 @@ fn walk() {
             })
             .collect();
         let first = exporter.scrape();
-        // refresh_sockets, or refresh_sockets_cast where the kernel has
+        // walk_shard, or walk_shard_cast where the kernel has
         // bpf_rdonly_cast (6.2+).
         let program = first
             .text
             .lines()
             .filter_map(|l| l.strip_prefix(r#"tcp_flow_exporter_program_runs_total{program=""#))
             .map(|rest| rest.split('"').next().unwrap().to_owned())
-            .find(|name| name.starts_with("refresh_sockets"))
-            .expect("the socket backend's refresh program");
+            .find(|name| name.starts_with("walk_shard"))
+            .expect("the socket backend's walk program");
         let program = program.as_str();
         let mut times = Vec::new();
         let mut response = Vec::new();
         let before = exporter_stats(&first, program);
+        let walks_before = walks(&first);
         for _ in 0..5 {
             let (took, _) = support::timed_scrape(exporter.addr, false, &mut response);
             times.push(took.as_secs_f64());
         }
-        let after = exporter_stats(&exporter.scrape(), program);
+        let last = exporter.scrape();
+        let after = exporter_stats(&last, program);
         // Both ends of every pair are connections; the node has a few more.
-        let walked = (after.0 - before.0) as f64 * (2 * connections) as f64;
+        let walked = (walks(&last) - walks_before) as f64 * (2 * connections) as f64;
         println!(
             "| {connections} | {:.0} | {:.1} ms |",
             (after.1 - before.1) as f64 / walked,
@@ -243,6 +246,13 @@ fn walk() {
         );
         drop(pairs);
     }
+}
+
+/// Walks the exporter made over its open connections, one per scrape.
+fn walks(scrape: &Scrape) -> u64 {
+    scrape
+        .sample("tcp_flow_exporter_socket_walks_total", "")
+        .expect("the socket backend's walk count")
 }
 
 /// Raises the soft limit on open files (two per connection) to `want`, or

@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::support::{self, load::status_kib};
 
 /// The walk's programs: refresh_sockets(_cast), one run over every
-/// connection, or walk_shard(_cast), one run per shard of connections.
+/// connection (before the walk in shards), or walk_shard(_cast), one run per
+/// shard of connections.
 const WALK_PROGRAMS: [&str; 2] = ["refresh_sockets", "walk_shard"];
 
 /// The longest single walk run, where the exporter says so.
