@@ -139,54 +139,43 @@ static long walk_cast(void *map, __u64 *address, struct socket_state *s, struct 
 	return walk_entry(*address, s, ctx->out, true);
 }
 
-/* The shard to walk is the run's only argument (its context). */
-static __always_inline struct walk_output *start_run(__u64 *ctx, void **shard)
+/* One run: the shard to walk is its only argument (its context). The run
+ * times itself; raw tracepoint programs get no duration from
+ * BPF_PROG_TEST_RUN. */
+static __always_inline void walk_run(__u64 *ctx, bool cast)
 {
 	__u32 index = ctx[0], zero = 0;
-	struct walk_output *out = bpf_map_lookup_elem(&walk_out, &zero);
+	struct walk_ctx walk = {};
+	struct walk_output *out;
+	void *shard;
 
+	out = bpf_map_lookup_elem(&walk_out, &zero);
 	if (!out)
-		return NULL;
+		return;
 	out->records = 0;
 	out->more = 0;
 	out->run_ns = bpf_ktime_get_ns();
-	*shard = bpf_map_lookup_elem(&socket_shards, &index);
-	return *shard ? out : NULL;
-}
-
-static __always_inline void end_run(__u64 *ctx)
-{
-	__u32 zero = 0;
-	struct walk_output *out = bpf_map_lookup_elem(&walk_out, &zero);
-
-	if (out)
-		out->run_ns = bpf_ktime_get_ns() - out->run_ns;
+	shard = bpf_map_lookup_elem(&socket_shards, &index);
+	walk.out = out;
+	if (shard && cast)
+		bpf_for_each_map_elem(shard, walk_cast, &walk, 0);
+	else if (shard)
+		bpf_for_each_map_elem(shard, walk_probed, &walk, 0);
+	out->run_ns = bpf_ktime_get_ns() - out->run_ns;
 }
 
 /* Never attached: user space runs one of them with BPF_PROG_TEST_RUN. */
 SEC("raw_tp")
 int walk_shard(__u64 *ctx)
 {
-	struct walk_ctx walk = {};
-	void *shard;
-
-	walk.out = start_run(ctx, &shard);
-	if (walk.out)
-		bpf_for_each_map_elem(shard, walk_probed, &walk, 0);
-	end_run(ctx);
+	walk_run(ctx, false);
 	return 0;
 }
 
 SEC("raw_tp")
 int walk_shard_cast(__u64 *ctx)
 {
-	struct walk_ctx walk = {};
-	void *shard;
-
-	walk.out = start_run(ctx, &shard);
-	if (walk.out)
-		bpf_for_each_map_elem(shard, walk_cast, &walk, 0);
-	end_run(ctx);
+	walk_run(ctx, true);
 	return 0;
 }
 
