@@ -98,6 +98,20 @@ enum __attribute__((packed)) socket_flag {
  * kept as a 64-bit sum and its exact low 32 bits in sequence space
  * (socket_positions.bpf.h). */
 struct socket_state {
+	/* First, so that they share the entry's first cache lines with the
+	 * hash table's own header: the walk reads these and nothing else of
+	 * an idle connection's entry. */
+	/* enum socket_flag values OR-ed; 32 bits, because the BPF ISA has no
+	 * atomic operations on single bytes. */
+	__u32 flags;
+	/* What the walk last read of the socket, after it reported everything
+	 * up to there (socket_walk.bpf.h): write_seq, copied_seq, the flags,
+	 * and how many times 2 GiB of bytes_sent and bytes_received passed. */
+	__u32 seen_write_seq;
+	__u32 seen_copied_seq;
+	__u16 seen_wraps;
+	__u8 seen_flags;
+	enum flow_role role;
 	struct flow_key key;     /* with the filter and port aggregation applied */
 	__u64 id;                /* bpf_ktime_get_ns() when counting started */
 	__u64 sent_base;         /* send position when counting started */
@@ -113,11 +127,6 @@ struct socket_state {
 	__u32 received_base_seq;
 	__u32 sent_frozen_seq;
 	__u32 received_close_seq;
-	/* enum socket_flag values OR-ed; 32 bits, because the BPF ISA has no
-	 * atomic operations on single bytes. */
-	__u32 flags;
-	enum flow_role role;
-	__u8 pad[3];
 };
 
 /* Key of closed_sockets: one connection. A socket address is reused, so the

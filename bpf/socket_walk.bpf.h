@@ -64,6 +64,71 @@ static __always_inline __u32 cast_totals(__u64 address, struct socket_state *s,
 				 tp->inet_conn.icsk_inet.sk.sk_shutdown, t);
 }
 
+/* What says whether a connection moved since the walk last read it, from
+ * three of the socket's cache lines instead of the seven its totals take
+ * (struct tcp_sock on 6.18: copied_seq; write_seq with bytes_sent;
+ * bytes_received). Most open connections are idle most of the time, and the
+ * walk's cost per connection is its cache misses.
+ *
+ * Equal sequence positions alone would miss a connection that moved a
+ * multiple of 4 GiB since. The wraps close that gap: moving N >= 4 GiB
+ * sends at least N less a send buffer (under 2 GiB, sk_sndbuf is an int)
+ * through __tcp_transmit_skb(), so bytes_sent grows by 2 GiB or more, and
+ * reading it does the same to bytes_received. Both counters only grow, so
+ * their 2 GiB steps summed, in 16 bits, come back to the same value only
+ * after 2^47 bytes: more than one connection moves between two scrapes. */
+struct glance {
+	__u32 write_seq;
+	__u32 copied_seq;
+	__u16 wraps;
+};
+
+static __always_inline __u16 wraps_of(__u64 bytes_sent, __u64 bytes_received)
+{
+	return (__u16)((bytes_sent >> 31) + (bytes_received >> 31));
+}
+
+static __always_inline void glance_at(__u64 address, struct glance *g, bool cast)
+{
+	if (cast) {
+		struct tcp_sock *tp = bpf_rdonly_cast((void *)address,
+						      bpf_core_type_id_kernel(struct tcp_sock));
+
+		g->write_seq = READ_ONCE(tp->write_seq);
+		g->copied_seq = READ_ONCE(tp->copied_seq);
+		g->wraps = wraps_of(READ_ONCE(tp->bytes_sent), READ_ONCE(tp->bytes_received));
+	} else {
+		struct tcp_sock *tp = (struct tcp_sock *)address;
+
+		g->write_seq = BPF_CORE_READ(tp, write_seq);
+		g->copied_seq = BPF_CORE_READ(tp, copied_seq);
+		g->wraps = wraps_of(BPF_CORE_READ(tp, bytes_sent), BPF_CORE_READ(tp, bytes_received));
+	}
+}
+
+/* Whether the connection is where the walk last left it, everything up to
+ * there reported. A closed one always takes the full reading: its receive
+ * total also depends on sk_shutdown. A wrong "unmoved" (a socket freed and
+ * its memory reused in between, read as the same values) would only delay a
+ * report, never lose it: the claims below and close_connection() still
+ * account for every byte from the reported totals. */
+static __always_inline bool unmoved(const struct socket_state *s, const struct glance *g,
+				    __u32 flags)
+{
+	return !(flags & SOCKET_CLOSED) && s->seen_flags == (__u8)flags &&
+	       s->seen_write_seq == g->write_seq && s->seen_copied_seq == g->copied_seq &&
+	       s->seen_wraps == g->wraps;
+}
+
+/* Only the walk writes these, and one walk runs at a time. */
+static __always_inline void remember(struct socket_state *s, const struct glance *g, __u32 flags)
+{
+	s->seen_write_seq = g->write_seq;
+	s->seen_copied_seq = g->copied_seq;
+	s->seen_wraps = g->wraps;
+	s->seen_flags = (__u8)flags;
+}
+
 /* Moves a reported total from `before` to `now`; returns what that adds,
  * or 0 if the connection's end (close_connection()) took the total first. */
 static __always_inline __u64 claim(__u64 *reported, __u64 before, __u64 now)
@@ -92,10 +157,15 @@ static __always_inline long walk_entry(__u64 address, struct socket_state *s,
 	struct connection_totals t = {};
 	__u64 sent_before, received_before, sent, received;
 	struct walk_record *record;
+	struct glance g;
 	__u32 flags, n;
 
-	if (!counting_flags(load_flags(s)))
+	flags = load_flags(s);
+	if (!counting_flags(flags))
 		return 0;
+	glance_at(address, &g, cast);
+	if (unmoved(s, &g, flags))
+		return 0; /* idle since the last walk: the common case */
 	if (cast)
 		flags = cast_totals(address, s, &t);
 	else
@@ -104,8 +174,10 @@ static __always_inline long walk_entry(__u64 address, struct socket_state *s,
 		return 0;
 	sent_before = READ_ONCE(s->reported_sent);
 	received_before = READ_ONCE(s->reported_received);
-	if (t.sent <= sent_before && t.received <= received_before)
-		return 0; /* idle since the last walk: the common case */
+	if (t.sent <= sent_before && t.received <= received_before) {
+		remember(s, &g, flags);
+		return 0;
+	}
 	n = out->records;
 	if (n >= SOCKET_SHARD_ENTRIES) {
 		out->more = 1;
@@ -113,6 +185,9 @@ static __always_inline long walk_entry(__u64 address, struct socket_state *s,
 	}
 	sent = claim(&s->reported_sent, sent_before, t.sent);
 	received = claim(&s->reported_received, received_before, t.received);
+	/* Whatever the claims got, nothing up to the glance is left unreported:
+	 * a claim loses only to the connection's end. */
+	remember(s, &g, flags);
 	if ((sent | received) == 0)
 		return 0;
 	record = &out->record[n];

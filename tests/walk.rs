@@ -131,3 +131,25 @@ fn delta(before: &support::Scrape, after: &support::Scrape, name: &str) -> u64 {
     };
     value(after) - value(before)
 }
+
+/// Exactly 4 GiB: every sequence number the walk reads is back where it was.
+const FOUR_GIB: usize = 1 << 32;
+
+#[test]
+#[ignore = "needs root to load BPF: scripts/test.sh runs it"]
+fn root_a_connection_that_moves_exactly_4_gib_between_two_walks_counts_it() {
+    support::require_root();
+    let exporter = Exporter::start(&["--flows.ports=all"]);
+    let mut pair = Pair::on("127.0.0.1");
+    pair.exchange(100, 200);
+    // This walk reads the connection idle at (100, 200) and remembers it.
+    let first = exporter.scrape();
+    assert_exact_flow(&first, pair.client_flow(), 100, 200);
+    // write_seq and copied_seq come back to the values that walk read; only
+    // the 64-bit counters beside them tell the walk that 4 GiB went by.
+    support::traffic::transfer(&mut pair.client, &mut pair.server, FOUR_GIB);
+    let second = exporter.scrape();
+    let four = FOUR_GIB as u64;
+    assert_exact_flow(&second, pair.client_flow(), 100 + four, 200);
+    assert_exact_flow(&second, pair.server_flow(), 200, 100 + four);
+}

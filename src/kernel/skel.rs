@@ -142,7 +142,7 @@ mod tests {
         assert_eq!(size_of::<FlowBytes>(), 24);
         assert_eq!(size_of::<CidrKey>(), 20);
         assert_eq!(size_of::<ConnectionTotals>(), 80);
-        assert_eq!(size_of::<SocketState>(), 128);
+        assert_eq!(size_of::<SocketState>(), 136);
         assert_eq!(size_of::<WalkRecord>(), 64);
         assert_eq!(size_of::<WalkOutput>(), 16 + 64 * 1024);
         assert_eq!(size_of::<FlowRole>(), 1);
