@@ -105,13 +105,12 @@ struct socket_state {
 	 * atomic operations on single bytes. */
 	__u32 flags;
 	/* What the walk last read of the socket, after it reported everything
-	 * up to there (socket_walk.bpf.h): write_seq, copied_seq, the flags,
-	 * and how many times 2 GiB of bytes_sent and bytes_received passed. */
+	 * up to there (socket_walk.bpf.h). */
 	__u32 seen_write_seq;
 	__u32 seen_copied_seq;
-	__u16 seen_wraps;
-	__u8 seen_flags;
-	enum flow_role role;
+	__u32 seen_segs_out;
+	/* key.role is the connection's role from the moment it is tracked; the
+	 * rest of the key from when it starts counting. */
 	struct flow_key key;     /* with the filter and port aggregation applied */
 	__u64 id;                /* bpf_ktime_get_ns() when counting started */
 	__u64 sent_base;         /* send position when counting started */

@@ -236,7 +236,7 @@ static __always_inline void start_counting(struct sock *sk, struct socket_state 
 		add_flags(s, SOCKET_IGNORED);
 		return;
 	}
-	key.role = s->role;
+	key.role = s->key.role;
 	if (!flow_selected(&key)) {
 		add_flags(s, SOCKET_IGNORED);
 		return;
@@ -366,7 +366,8 @@ static __always_inline struct socket_state *socket_state_of(struct sock *sk)
 static __always_inline struct socket_state *track(struct sock *sk, enum flow_role role,
 						  bool replace)
 {
-	struct socket_state fresh = { .role = role };
+	/* The walk's first glance must not match (socket_walk.bpf.h). */
+	struct socket_state fresh = { .key.role = role, .seen_segs_out = ~0U };
 	__u32 *marked_as, placed, claimed;
 	__u64 id = (__u64)sk;
 	void *shard;
@@ -451,13 +452,13 @@ int BPF_PROG(socket_set_state, struct sock *sk, int oldstate, int newstate)
 		 * counts its SYN (snd_una starts at the ISN), so it is 1 before
 		 * any data. Data sent in the SYN with TCP Fast Open is already
 		 * in write_seq here: start from 1, not from now, to count it. */
-		if (s->role == ROLE_CLIENT && now.sent > 1)
+		if (s->key.role == ROLE_CLIENT && now.sent > 1)
 			rewind(&now.sent, &now.sent_seq, now.sent - 1);
 		/* A passive opener receives nothing before its SYN_RECV clone,
 		 * so its receive position starts at 0. With TCP Fast Open the
 		 * SYN's data is queued, and may have been read, before the
 		 * handshake's last ACK moves it here: start from 0 to count it. */
-		if (s->role == ROLE_SERVER && BPF_CORE_READ_BITFIELD_PROBED(
+		if (s->key.role == ROLE_SERVER && BPF_CORE_READ_BITFIELD_PROBED(
 						      (struct tcp_sock *)sk, syn_data_acked))
 			rewind(&now.received, &now.received_seq, now.received);
 		start_counting(sk, s, &now, 0);

@@ -64,29 +64,26 @@ static __always_inline __u32 cast_totals(__u64 address, struct socket_state *s,
 				 tp->inet_conn.icsk_inet.sk.sk_shutdown, t);
 }
 
-/* What says whether a connection moved since the walk last read it, from
- * three of the socket's cache lines instead of the seven its totals take
- * (struct tcp_sock on 6.18: copied_seq; write_seq with bytes_sent;
- * bytes_received). Most open connections are idle most of the time, and the
- * walk's cost per connection is its cache misses.
+/* What says whether a connection moved since the walk last read it: three
+ * 32-bit fields in two of the socket's cache lines, where its totals take
+ * seven (struct tcp_sock on 6.18: copied_seq; write_seq beside segs_out).
+ * Most open connections are idle most of the time, and the walk's cost per
+ * connection is its cache misses.
  *
- * Equal sequence positions alone would miss a connection that moved a
- * multiple of 4 GiB since. The wraps close that gap: moving N >= 4 GiB
- * sends at least N less a send buffer (under 2 GiB, sk_sndbuf is an int)
- * through __tcp_transmit_skb(), so bytes_sent grows by 2 GiB or more, and
- * reading it does the same to bytes_received. Both counters only grow, so
- * their 2 GiB steps summed, in 16 bits, come back to the same value only
- * after 2^47 bytes: more than one connection moves between two scrapes. */
+ * write_seq and copied_seq are the exact positions modulo 4 GiB; they come
+ * back to the same values only when a multiple of 4 GiB moved. segs_out
+ * rules that out: it counts every segment the socket sends, pure ACKs
+ * included (__tcp_transmit_skb()). Sending 4 GiB sends segments, and so
+ * does receiving it: the peer may send at most one window (1 GiB at most)
+ * past the last ACK it had. So a connection that moved is seen as unmoved
+ * only if it also sent a multiple of 2^32 segments in between: 4 billion
+ * segments between two walks, far beyond one connection's rate at any
+ * scrape interval. */
 struct glance {
 	__u32 write_seq;
 	__u32 copied_seq;
-	__u16 wraps;
+	__u32 segs_out;
 };
-
-static __always_inline __u16 wraps_of(__u64 bytes_sent, __u64 bytes_received)
-{
-	return (__u16)((bytes_sent >> 31) + (bytes_received >> 31));
-}
 
 static __always_inline void glance_at(__u64 address, struct glance *g, bool cast)
 {
@@ -96,37 +93,40 @@ static __always_inline void glance_at(__u64 address, struct glance *g, bool cast
 
 		g->write_seq = READ_ONCE(tp->write_seq);
 		g->copied_seq = READ_ONCE(tp->copied_seq);
-		g->wraps = wraps_of(READ_ONCE(tp->bytes_sent), READ_ONCE(tp->bytes_received));
+		g->segs_out = READ_ONCE(tp->segs_out);
 	} else {
 		struct tcp_sock *tp = (struct tcp_sock *)address;
 
 		g->write_seq = BPF_CORE_READ(tp, write_seq);
 		g->copied_seq = BPF_CORE_READ(tp, copied_seq);
-		g->wraps = wraps_of(BPF_CORE_READ(tp, bytes_sent), BPF_CORE_READ(tp, bytes_received));
+		g->segs_out = BPF_CORE_READ(tp, segs_out);
 	}
 }
 
 /* Whether the connection is where the walk last left it, everything up to
- * there reported. A closed one always takes the full reading: its receive
- * total also depends on sk_shutdown. A wrong "unmoved" (a socket freed and
- * its memory reused in between, read as the same values) would only delay a
- * report, never lose it: the claims below and close_connection() still
- * account for every byte from the reported totals. */
+ * there reported. The flags need no comparing: freezing the send position
+ * at a FIN (SOCKET_SEND_FROZEN) keeps the total where it was, and a closed
+ * connection always takes the full reading, since its receive total also
+ * depends on sk_shutdown. A fresh entry matches no socket that has sent
+ * fewer than 2^32 - 1 segments (track() sets seen_segs_out to ~0).
+ *
+ * A wrong "unmoved" (above; or a socket freed and its memory reused in
+ * between, read as the same values) would only delay a report, never lose
+ * it: the claims below and close_connection() account for every byte from
+ * the reported totals. */
 static __always_inline bool unmoved(const struct socket_state *s, const struct glance *g,
 				    __u32 flags)
 {
-	return !(flags & SOCKET_CLOSED) && s->seen_flags == (__u8)flags &&
-	       s->seen_write_seq == g->write_seq && s->seen_copied_seq == g->copied_seq &&
-	       s->seen_wraps == g->wraps;
+	return !(flags & SOCKET_CLOSED) && s->seen_write_seq == g->write_seq &&
+	       s->seen_copied_seq == g->copied_seq && s->seen_segs_out == g->segs_out;
 }
 
 /* Only the walk writes these, and one walk runs at a time. */
-static __always_inline void remember(struct socket_state *s, const struct glance *g, __u32 flags)
+static __always_inline void remember(struct socket_state *s, const struct glance *g)
 {
 	s->seen_write_seq = g->write_seq;
 	s->seen_copied_seq = g->copied_seq;
-	s->seen_wraps = g->wraps;
-	s->seen_flags = (__u8)flags;
+	s->seen_segs_out = g->segs_out;
 }
 
 /* Moves a reported total from `before` to `now`; returns what that adds,
@@ -175,7 +175,7 @@ static __always_inline long walk_entry(__u64 address, struct socket_state *s,
 	sent_before = READ_ONCE(s->reported_sent);
 	received_before = READ_ONCE(s->reported_received);
 	if (t.sent <= sent_before && t.received <= received_before) {
-		remember(s, &g, flags);
+		remember(s, &g);
 		return 0;
 	}
 	n = out->records;
@@ -187,7 +187,7 @@ static __always_inline long walk_entry(__u64 address, struct socket_state *s,
 	received = claim(&s->reported_received, received_before, t.received);
 	/* Whatever the claims got, nothing up to the glance is left unreported:
 	 * a claim loses only to the connection's end. */
-	remember(s, &g, flags);
+	remember(s, &g);
 	if ((sent | received) == 0)
 		return 0;
 	record = &out->record[n];

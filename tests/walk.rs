@@ -146,7 +146,8 @@ fn root_a_connection_that_moves_exactly_4_gib_between_two_walks_counts_it() {
     let first = exporter.scrape();
     assert_exact_flow(&first, pair.client_flow(), 100, 200);
     // write_seq and copied_seq come back to the values that walk read; only
-    // the 64-bit counters beside them tell the walk that 4 GiB went by.
+    // the segments each end sent (data one way, ACKs the other) tell the
+    // walk that 4 GiB went by.
     support::traffic::transfer(&mut pair.client, &mut pair.server, FOUR_GIB);
     let second = exporter.scrape();
     let four = FOUR_GIB as u64;
