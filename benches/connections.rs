@@ -10,7 +10,10 @@
 //!     where it has it ("piece"), else the mean run of a scrape ("mean run",
 //!     which is the one run when the walk is one run);
 //!   - the worst wake-up delay of a real-time thread on each CPU (cyclictest,
-//!     20 s) with no scrape, then while scrapes run back to back;
+//!     20 s) with no scrape, then while scrapes run back to back, then, as
+//!     a control, while one thread spins in user space back to back: a
+//!     load the real-time thread preempts at once in the guest, so what it
+//!     adds comes from below the guest (the hypervisor taking the vCPU);
 //!   - exporter RSS before the connections, with them open, and at its peak
 //!     during a scrape; and a scrape's memory beyond its response body
 //!     (peak during the scrape - RSS before it - body).
@@ -73,10 +76,11 @@ fn main() {
     println!(
         "| connections (tracked sockets) | opening | scrape median (max) | scrape per socket \
          | walk kernel time per scrape, per socket | longest kernel run | worst RT wake-up \
-         per CPU: idle → scraping | exporter RSS: before, open, scrape peak | RSS per socket \
+         per CPU: idle → scraping | the same with a user-space spin instead of scrapes \
+         (control) | exporter RSS: before, open, scrape peak | RSS per socket \
          | scrape memory beyond body per socket |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for n in counts {
         if !limits::room_for(n) {
             eprintln!("{n} connections: skipped, not enough memory");
@@ -119,9 +123,11 @@ struct Measured {
     walk: Duration,
     longest: Duration,
     from_piece: bool,
-    /// cyclictest's worst per CPU, without and with scrapes.
+    /// cyclictest's worst per CPU: without scrapes, with them, and with a
+    /// user-space spin instead.
     idle: Vec<Duration>,
     busy: Vec<Duration>,
+    spin: Vec<Duration>,
     rss_empty: u64,
     rss_open: u64,
 }
@@ -170,6 +176,12 @@ fn measure(n: usize, cyclictest: &Path) -> Measured {
         support::timed_scrape(exporter.addr, false, &mut response);
     });
     eprintln!("{n} connections: {runs} scrapes back to back during cyclictest");
+    let (spin, _) = cyclictest::worst_per_cpu(cyclictest, || {
+        let until = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    });
     let opening = holders.opening;
     // The exporter first, so that closing the connections does not run its
     // programs two million times.
@@ -185,6 +197,7 @@ fn measure(n: usize, cyclictest: &Path) -> Measured {
         from_piece,
         idle,
         busy,
+        spin,
         rss_empty,
         rss_open,
     }
@@ -212,8 +225,8 @@ impl Measured {
         let max = |v: &[Duration]| v.iter().copied().max().unwrap_or_default();
         format!(
             "| {} ({}) | {:.1} s | {:.1} ms ({:.1} ms) | {:.0} ns | {:.1} ms, {:.0} ns \
-             | {:.2} ms ({}) | {} → {} ms (+{:.2} ms) | {:.1}, {:.1}, {:.1} MB | {:.0} B \
-             | {:.0} B |",
+             | {:.2} ms ({}) | {} → {} ms (+{:.2} ms) | {} ms (+{:.2} ms) \
+             | {:.1}, {:.1}, {:.1} MB | {:.0} B | {:.0} B |",
             self.connections,
             self.tracked,
             self.opening.as_secs_f64(),
@@ -227,6 +240,8 @@ impl Measured {
             worst(&self.idle),
             worst(&self.busy),
             ms(max(&self.busy).saturating_sub(max(&self.idle))),
+            worst(&self.spin),
+            ms(max(&self.spin).saturating_sub(max(&self.idle))),
             mb(self.rss_empty),
             mb(self.rss_open),
             mb(peak),

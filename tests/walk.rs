@@ -145,6 +145,12 @@ fn root_a_connection_that_moves_exactly_4_gib_between_two_walks_counts_it() {
     // This walk reads the connection idle at (100, 200) and remembers it.
     let first = exporter.scrape();
     assert_exact_flow(&first, pair.client_flow(), 100, 200);
+    if first.backend() != "socket" {
+        // Only the walk compares positions modulo 4 GiB; moving 4 GiB
+        // under TCG in the kernel matrix takes minutes.
+        eprintln!("{} backend: no walk, nothing to wrap", first.backend());
+        return;
+    }
     // write_seq and copied_seq come back to the values that walk read; only
     // the segments each end sent (data one way, ACKs the other) tell the
     // walk that 4 GiB went by.
