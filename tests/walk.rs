@@ -49,7 +49,13 @@ fn root_thousands_of_connections_stay_exact_while_walks_run_and_connections_clos
     raise_open_file_limit();
     let exporter = Arc::new(Exporter::start(&["--flows.ports=all"]));
     let before = exporter.scrape();
-    let stop = Arc::new(AtomicBool::new(false));
+    // Under kprobes a socket call on a CPU where a drain is in progress
+    // passes both probes unseen (README, "kprobe: programs skipped during
+    // BPF map syscalls"): scrapes back to back lost 39 bytes of one recv on
+    // 5.10 in CI (2026-12-03). The other backends race their scrapes with
+    // the traffic.
+    let racing = before.backend() != "kprobe";
+    let stop = Arc::new(AtomicBool::new(!racing));
     // Walks back to back, racing every exchange and every close below.
     let scraper = {
         let (exporter, stop) = (exporter.clone(), stop.clone());
@@ -88,7 +94,10 @@ fn root_thousands_of_connections_stay_exact_while_walks_run_and_connections_clos
     }
     stop.store(true, Ordering::Relaxed);
     let scrapes = scraper.join().unwrap();
-    assert!(scrapes > 2, "only {scrapes} scrapes raced the traffic");
+    assert!(
+        scrapes > 2 || !racing,
+        "only {scrapes} scrapes raced the traffic"
+    );
 
     let after = exporter.scrape();
     eprintln!(
