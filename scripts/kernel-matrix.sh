@@ -20,11 +20,14 @@ cd "$(dirname "$0")/.."
 # Every other test binary runs once per kernel, except those in `not_here`.
 traffic_tests=(counting closing flow_keys roles_and_filters http program_stats walk)
 once_tests=(errors map_read agreement identity privileges)
-# Once-tests whose kernel side is the same on every kernel (identity: the
-# socket's cgroup id, conntrack over netlink) run in the first VM of a run
-# only, the oldest kernel in a full one, and natively on the newest: 2-3
-# minutes each under TCG (5.10, 2026-12-03).
-first_vm_only=(identity)
+# Once-tests run in the first VM of a run only (the oldest kernel in a full
+# one) and natively on the newest, when the kernel side they check is the
+# same on every kernel or differs only at one boundary that these two
+# straddle: identity (the socket's cgroup id, conntrack over netlink) and
+# privileges (capabilities, links, bpffs; kernel.unprivileged_bpf_disabled
+# gates bpf() before 6.5 only). 2 minutes each per kernel under TCG
+# (2026-12-03).
+first_vm_only=(identity privileges)
 # Chromium, Prometheus, the cloud-ranges converter, the test Kubernetes
 # API server, prices (arithmetic on counted bytes) and the web endpoint's
 # TLS, auth and abuse tests do not depend on the kernel; scripts/test.sh

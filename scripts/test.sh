@@ -4,7 +4,7 @@
 # files (scripts/check-deploy.sh), the unit and root integration tests on
 # this machine's kernel (with a real Prometheus and headless Chromium), and
 # the kernel matrix (scripts/kernel-matrix.sh) on the kernels of
-# tests/kernels.conf.
+# tests/kernels.conf, which starts first and runs beside the rest.
 # Root tests are #[ignore]d in a plain `cargo test`; this script runs them
 # with --include-ignored, as root (through sudo when you are not root).
 #
@@ -15,10 +15,6 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
 prometheus_bin="$(scripts/fetch-prometheus.sh)"
 export PROMTOOL="$prometheus_bin/promtool" PROMETHEUS="$prometheus_bin/prometheus"
-
-cargo fmt --all --check
-cargo clippy --all-targets --locked -- -D warnings
-scripts/check-deploy.sh
 
 if [ "$(id -u)" -ne 0 ]; then
     # Build as you, run each test binary as root.
@@ -67,6 +63,12 @@ else
     matrix_pid=$!
     trap '[ -z "$matrix_pid" ] || kill -- -"$matrix_pid" 2>/dev/null || kill "$matrix_pid" 2>/dev/null' EXIT
 fi
+
+# After the matrix has started: it is the longest part, and these need
+# none of its binaries (2 minutes, 2026-12-03).
+cargo fmt --all --check
+cargo clippy --all-targets --locked -- -D warnings
+scripts/check-deploy.sh
 
 cargo test --locked -- --include-ignored
 # The default run uses --probe=auto; every other `deep` backend of this
