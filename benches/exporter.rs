@@ -52,8 +52,8 @@ fn main() {
             None => vec![1_000, 10_000, 100_000, 1_000_000],
         };
         let flags = exporter_flags(args.get(2..).unwrap_or_default());
-        println!("| flows | scrape (text) | per flow | scrape (gzip) | body | body gzip | RSS after | RSS per flow beyond body |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| flows | scrape (text) | per flow | scrape with curl, per flow | scrape (gzip) | body | body gzip | RSS after | RSS per flow beyond body |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         for n in sizes {
             scrape(n, &flags);
         }
@@ -302,10 +302,13 @@ fn scrape_rounds(n: u32, exporter: &Exporter) {
     let hwm = rss_kib(pid, "VmHWM:") * 1024;
     let rss = rss_kib(pid, "VmRSS:") * 1024;
     let text = median(text);
+    let curl = median((0..rounds).map(|_| curl_scrape(exporter.addr)).collect());
     println!(
-        "| {n} | {:.1} ms | {:.3} µs | {:.1} ms | {:.1} MB | {:.1} MB | {:.1} MB (peak {:.1} MB) | {:.0} B |",
+        "| {n} | {:.1} ms | {:.3} µs | {:.1} ms, {:.3} µs | {:.1} ms | {:.1} MB | {:.1} MB | {:.1} MB (peak {:.1} MB) | {:.0} B |",
         text.as_secs_f64() * 1e3,
         text.as_secs_f64() * 1e6 / f64::from(n),
+        curl.as_secs_f64() * 1e3,
+        curl.as_secs_f64() * 1e6 / f64::from(n),
         median(gz).as_secs_f64() * 1e3,
         body as f64 / 1e6,
         body_gz as f64 / 1e6,
@@ -313,6 +316,19 @@ fn scrape_rounds(n: u32, exporter: &Exporter) {
         hwm as f64 / 1e6,
         (hwm.saturating_sub(body as u64)) as f64 / f64::from(n),
     );
+}
+
+/// One text scrape as curl sees it, connect to last byte (`time_total`),
+/// the body thrown away: how operators and issue 17 measure it.
+fn curl_scrape(addr: std::net::SocketAddr) -> Duration {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{time_total}"])
+        .arg(format!("http://{addr}/metrics"))
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "curl failed: {out:?}");
+    let seconds: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    Duration::from_secs_f64(seconds)
 }
 
 /// `clients` scrapers × `per_client` scrapes at once (every other one with

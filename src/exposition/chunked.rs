@@ -222,6 +222,11 @@ impl ChunkedText {
         self.current.extend_from_slice(text.as_bytes());
     }
 
+    /// Text as bytes: the caller's to keep it UTF-8.
+    pub fn push_bytes(&mut self, text: &[u8]) {
+        self.current.extend_from_slice(text);
+    }
+
     /// Call at the end of each line: sends the text so far once it fills a
     /// chunk.
     pub fn line_end(&mut self) {

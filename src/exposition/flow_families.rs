@@ -11,33 +11,36 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
 
 use super::chunked::ChunkedText;
 use super::format::Format;
-use crate::flows::key::shown_port;
 use crate::flows::selection::{FlowLabel, LabelSelection};
-use crate::flows::table::series::SeriesLabels;
 use crate::flows::FlowTable;
 use crate::identity::labels::{escape_into, LABEL_NAMES};
 use crate::source::Overflow;
+use flow_text::{FlowTemplate, StackText};
 
 struct Family {
     /// Name without the `_total` suffix.
     name: &'static str,
+    /// A sample's start: the name with `_total{`.
+    sample: &'static str,
     help: &'static str,
 }
 
 const SENT: Family = Family {
     name: "tcp_flow_sent_bytes",
+    sample: "tcp_flow_sent_bytes_total{",
     help: "TCP payload bytes the local socket (src) sent to its peer (dst).",
 };
 const RECEIVED: Family = Family {
     name: "tcp_flow_received_bytes",
+    sample: "tcp_flow_received_bytes_total{",
     help: "TCP payload bytes the local socket (src) received from its peer (dst).",
 };
 const COST: Family = Family {
     name: "tcp_flow_cost",
+    sample: "tcp_flow_cost_total{",
     help: "What the bytes cost at the --cost.file prices in force when they were read: sent \
            bytes at the egress price, received bytes at the ingress price.",
 };
@@ -81,15 +84,29 @@ pub fn write(out: &mut ChunkedText, table: &FlowTable, overflow: OverflowTotals,
     });
     out.keep_chunks();
     header(out, &SENT, format);
+    let template = FlowTemplate::new(chosen);
+    let (mut flow, mut tail) = (StackText::default(), StackText::default());
     for series in table.series() {
         start_sample(out, &SENT);
         let start = out.mark();
-        write_labels(out, &series.labels, chosen);
+        flow.clear();
+        template.write(&series.labels, &mut flow);
+        out.push_bytes(flow.as_bytes());
+        // Written once per identity, when it was first seen, with a leading
+        // comma that only a series without flow labels drops.
+        let identity = series.labels.identity.text();
+        match template.any() {
+            true => out.push_str(identity),
+            false => out.push_str(identity.strip_prefix(',').unwrap_or(identity)),
+        }
         spans.push((out.span_from(start), series.received));
         if currency.is_some() {
             costs.push(series.cost);
         }
-        end_sample(out, series.sent);
+        tail.clear();
+        tail.sample_end(series.sent);
+        out.push_bytes(tail.as_bytes());
+        out.line_end();
     }
     start_sample(out, &SENT);
     let start = out.mark();
@@ -104,7 +121,10 @@ pub fn write(out: &mut ChunkedText, table: &FlowTable, overflow: OverflowTotals,
     for &(span, value) in &spans {
         start_sample(out, &RECEIVED);
         out.copy(span);
-        end_sample(out, value);
+        tail.clear();
+        tail.sample_end(value);
+        out.push_bytes(tail.as_bytes());
+        out.line_end();
     }
     if let Some(currency) = currency {
         cost_header(out, format);
@@ -202,8 +222,7 @@ fn header(out: &mut ChunkedText, family: &Family, format: Format) {
 }
 
 fn start_sample(out: &mut ChunkedText, family: &Family) {
-    out.push_str(family.name);
-    out.push_str("_total{");
+    out.push_str(family.sample);
 }
 
 fn end_sample(out: &mut ChunkedText, value: u64) {
@@ -213,75 +232,7 @@ fn end_sample(out: &mut ChunkedText, value: u64) {
     out.line_end();
 }
 
-/// A series' chosen labels: the flow's own, then its identity's.
-fn write_labels(out: &mut ChunkedText, labels: &SeriesLabels, chosen: LabelSelection) {
-    let mut separator = "";
-    let mut label = |out: &mut ChunkedText, label: FlowLabel, name: &str| {
-        let shown = chosen.has(label);
-        if shown {
-            out.push_str(separator);
-            out.push_str(name);
-            out.push_str("=\"");
-            separator = ",";
-        }
-        shown
-    };
-    if label(out, FlowLabel::SrcIp, "src_ip") {
-        write_ip(out, labels.local.ip());
-        out.push_str("\"");
-    }
-    if label(out, FlowLabel::SrcPort, "src_port") {
-        write_port(out, labels.local.port());
-        out.push_str("\"");
-    }
-    if label(out, FlowLabel::DstIp, "dst_ip") {
-        write_ip(out, labels.remote.ip());
-        out.push_str("\"");
-    }
-    if label(out, FlowLabel::DstPort, "dst_port") {
-        write_port(out, labels.remote.port());
-        out.push_str("\"");
-    }
-    if label(out, FlowLabel::Role, "role") {
-        out.push_str(labels.role.as_str());
-        out.push_str("\"");
-    }
-    // Written once per identity, when it was first seen, with a leading
-    // comma that only a series without flow labels drops.
-    let identity = labels.identity.text();
-    if separator.is_empty() {
-        out.push_str(identity.strip_prefix(',').unwrap_or(identity));
-    } else {
-        out.push_str(identity);
-    }
-}
-
-fn write_ip(out: &mut ChunkedText, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => write_ipv4(out, v4),
-        // Rare next to IPv4, and its zero-run compression is best left to std.
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
-}
-
-fn write_ipv4(out: &mut ChunkedText, ip: Ipv4Addr) {
-    let mut digits = itoa::Buffer::new();
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            out.push_str(".");
-        }
-        out.push_str(digits.format(octet));
-    }
-}
-
-/// A port folded away by the kernel is an empty label value.
-fn write_port(out: &mut ChunkedText, port: u16) {
-    if let Some(port) = shown_port(port) {
-        out.push_str(itoa::Buffer::new().format(port));
-    }
-}
+mod flow_text;
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::exposition::chunked::tests::written;
+use crate::flows::key::shown_port;
 use crate::flows::{Flow, Role};
 use crate::identity::labels::LABEL_NAMES;
 use crate::kernel::skel::key_bytes;
