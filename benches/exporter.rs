@@ -9,6 +9,8 @@
 //!       50 scrapers × 100 scrapes at once at 100k flows, and one alone
 //!   cargo bench --bench exporter -- scrape 100000 --cost --flows.labels=dst_ip,role
 //!       the scrape with prices on (--cost), and any exporter flags after
+//!   cargo bench --bench exporter -- hold 100000   an exporter with 100k
+//!       planted flows, kept until Ctrl-C, to profile by hand
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -42,6 +44,21 @@ fn main() {
     if only("gzip") {
         gzip(100_000);
     }
+    if args.first().map(String::as_str) == Some("hold") {
+        // For profiling by hand: perf record -p <pid>, then curl.
+        let n = args
+            .get(1)
+            .map_or(100_000, |a| a.parse().expect("flow count"));
+        let exporter = planted_exporter(n, &exporter_flags(args.get(2..).unwrap_or_default()));
+        println!(
+            "{n} flows at http://{}/metrics, exporter pid {}; Ctrl-C ends",
+            exporter.addr,
+            exporter.pid()
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     if only("concurrent") {
         let arg = |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().unwrap());
         concurrent(arg(1, 100_000) as u32, arg(2, 50), arg(3, 100));
@@ -52,7 +69,7 @@ fn main() {
             None => vec![1_000, 10_000, 100_000, 1_000_000],
         };
         let flags = exporter_flags(args.get(2..).unwrap_or_default());
-        println!("| flows | scrape (text) | per flow | scrape with curl, per flow | scrape (gzip) | body | body gzip | RSS after | RSS per flow beyond body |");
+        println!("| flows | scrape (text) | per flow | scrape with curl, per flow (the same body from a static server) | scrape (gzip) | body | body gzip | RSS after | RSS per flow beyond body |");
         println!("|---|---|---|---|---|---|---|---|---|");
         for n in sizes {
             scrape(n, &flags);
@@ -147,7 +164,7 @@ fn gzip(n: u32) {
     use gzp::ZWriter;
     use std::io::Write;
     use tcp_flow_exporter::exposition::chunked::{
-        gzip_compressor, gzip_threads, WarmBuffers, CHUNK,
+        gzip_compressor, gzip_threads, WarmBuffers, GZIP_BLOCK,
     };
     use tcp_flow_exporter::exposition::flow_families::{body_estimate, write, OverflowTotals};
     use tcp_flow_exporter::exposition::Format;
@@ -168,7 +185,7 @@ fn gzip(n: u32) {
     let gzp = |text: &Bytes| {
         let mut gz = gzip_compressor(Vec::new());
         // In chunks, as the exporter writes them.
-        for chunk in text.chunks(CHUNK) {
+        for chunk in text.chunks(GZIP_BLOCK) {
             gz.write_all(chunk).unwrap();
         }
         gz.finish().unwrap()
@@ -303,12 +320,14 @@ fn scrape_rounds(n: u32, exporter: &Exporter) {
     let rss = rss_kib(pid, "VmRSS:") * 1024;
     let text = median(text);
     let curl = median((0..rounds).map(|_| curl_scrape(exporter.addr)).collect());
+    let floor = static_body_floor(exporter.addr, rounds);
     println!(
-        "| {n} | {:.1} ms | {:.3} µs | {:.1} ms, {:.3} µs | {:.1} ms | {:.1} MB | {:.1} MB | {:.1} MB (peak {:.1} MB) | {:.0} B |",
+        "| {n} | {:.1} ms | {:.3} µs | {:.1} ms, {:.3} µs (static body: {:.1} ms) | {:.1} ms | {:.1} MB | {:.1} MB | {:.1} MB (peak {:.1} MB) | {:.0} B |",
         text.as_secs_f64() * 1e3,
         text.as_secs_f64() * 1e6 / f64::from(n),
         curl.as_secs_f64() * 1e3,
         curl.as_secs_f64() * 1e6 / f64::from(n),
+        floor.as_secs_f64() * 1e3,
         median(gz).as_secs_f64() * 1e3,
         body as f64 / 1e6,
         body_gz as f64 / 1e6,
@@ -329,6 +348,34 @@ fn curl_scrape(addr: std::net::SocketAddr) -> Duration {
     assert!(out.status.success(), "curl failed: {out:?}");
     let seconds: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     Duration::from_secs_f64(seconds)
+}
+
+/// The floor under a scrape on this machine: the same body, already in
+/// memory, sent by the simplest server (one `write` per 256 KiB, as the
+/// exporter's chunks) and timed by curl the same way. Median of `rounds`.
+fn static_body_floor(exporter: std::net::SocketAddr, rounds: usize) -> Duration {
+    use std::io::{Read, Write};
+    let (_, _, body) = http_get_full(exporter, "/metrics", &[]).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        for _ in 0..rounds {
+            let (mut client, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = client.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            client.write_all(head.as_bytes()).unwrap();
+            for chunk in body.chunks(256 * 1024) {
+                client.write_all(chunk).unwrap();
+            }
+        }
+    });
+    let times = (0..rounds).map(|_| curl_scrape(addr)).collect();
+    server.join().unwrap();
+    median(times)
 }
 
 /// `clients` scrapers × `per_client` scrapes at once (every other one with

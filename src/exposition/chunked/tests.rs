@@ -26,13 +26,13 @@ fn expected(n: usize) -> String {
 
 #[test]
 fn chunks_arrive_whole_and_in_order() {
-    let n = 100_000; // about 1 MB: several chunks
+    let n = 4 * CHUNK / 10; // about 4 chunks of text
     assert_eq!(written(false, lines(n)), expected(n).into_bytes());
 }
 
 #[test]
 fn gzip_chunks_form_one_gzip_stream() {
-    let n = 200_000;
+    let n = 4 * CHUNK / 10; // several chunks, and more gzip blocks
     let compressed = written(true, lines(n));
     let mut text = String::new();
     std::io::Read::read_to_string(
@@ -45,10 +45,12 @@ fn gzip_chunks_form_one_gzip_stream() {
 
 #[test]
 fn spans_copy_text_from_chunks_already_sent() {
+    // About 11 bytes each: spans in several chunks.
+    const SPANS: usize = 3 * CHUNK / 10;
     let out = written(false, |w| {
         w.keep_chunks();
         let mut spans = Vec::new();
-        for i in 0..50_000 {
+        for i in 0..SPANS {
             let start = w.mark();
             w.push_str(&format!("label{i}"));
             spans.push(w.span_from(start));
@@ -64,8 +66,8 @@ fn spans_copy_text_from_chunks_already_sent() {
         w.drop_kept();
     });
     let text = String::from_utf8(out).unwrap();
-    let first: String = (0..50_000).map(|i| format!("label{i}\n")).collect();
-    let second: String = (0..50_000).map(|i| format!("label{i}!\n")).collect();
+    let first: String = (0..SPANS).map(|i| format!("label{i}\n")).collect();
+    let second: String = (0..SPANS).map(|i| format!("label{i}!\n")).collect();
     assert_eq!(text, first + &second);
 }
 

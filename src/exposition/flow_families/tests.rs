@@ -4,7 +4,7 @@ use super::*;
 use crate::exposition::chunked::tests::written;
 use crate::flows::key::shown_port;
 use crate::flows::{Flow, Role};
-use crate::identity::labels::LABEL_NAMES;
+use crate::identity::labels::{Identity, LABEL_NAMES};
 use crate::kernel::skel::key_bytes;
 use crate::test_support::{key, table_of};
 use prometheus_client::collector::Collector;
@@ -185,6 +185,56 @@ fn output_matches_prometheus_client_in_both_formats() {
     ] {
         let line = line.replace("ID", id).replace("NONE", none);
         assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+}
+
+/// Gives every flow the same identity, with a pod name of `len` bytes.
+#[derive(Debug)]
+struct LongPod(usize);
+
+impl crate::identity::resolver::Identify for LongPod {
+    fn refresh(&mut self) -> u64 {
+        1
+    }
+    fn identify(&mut self, _: &crate::identity::resolver::FlowEnds) -> std::sync::Arc<Identity> {
+        use crate::identity::labels::{Local, Path, Peer};
+        let local = Local {
+            namespace: "shop".into(),
+            pod: "p".repeat(self.0).into(),
+            workload: "web".into(),
+        };
+        let peer = Peer::of_kind(crate::identity::PeerKind::Internet);
+        std::sync::Arc::new(Identity::new(local, peer, Path::Internet))
+    }
+    fn prune(&mut self) {}
+}
+
+#[test]
+fn identities_of_any_length_are_written_as_prometheus_client_would() {
+    // From a few bytes to far more than a flow's own labels.
+    for pod in [10, 250, 300, 400, 5_000] {
+        let mut table = FlowTable::with_identity(10, u64::MAX, Box::new(LongPod(pod)));
+        for (key, sent, received) in [
+            (key("10.0.0.1:0", "192.168.255.254:443", Role::Client), 1, 2),
+            (key("[2001:db8::1]:0", "[::1]:5432", Role::Client), 99, 100),
+        ] {
+            crate::source::FlowSink::add(&mut table, &key_bytes(&key), sent, received, 1);
+        }
+        let overflow = Overflow {
+            sent: 5,
+            received: 6,
+        };
+        let totals = OverflowTotals {
+            bytes: overflow,
+            cost: 0.0,
+        };
+        let text = text_of(&table, totals);
+        assert_eq!(
+            text,
+            reference(&table.flows(), overflow, Format::Text),
+            "pod of {pod} bytes"
+        );
+        assert!(text.contains(&"p".repeat(pod)));
     }
 }
 
