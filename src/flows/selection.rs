@@ -25,6 +25,17 @@ pub enum FlowLabel {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct LabelSelection(u16);
 
+impl FlowLabel {
+    /// In the order of [`FLOW_LABELS`].
+    pub const ALL: [FlowLabel; FLOW_LABELS.len()] = [
+        FlowLabel::SrcIp,
+        FlowLabel::SrcPort,
+        FlowLabel::DstIp,
+        FlowLabel::DstPort,
+        FlowLabel::Role,
+    ];
+}
+
 impl LabelSelection {
     /// Every label: the default.
     pub fn all() -> LabelSelection {

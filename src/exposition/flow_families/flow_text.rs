@@ -22,88 +22,61 @@ use crate::flows::table::series::SeriesLabels;
 const ROOM: usize = 192;
 
 /// The text before each chosen flow label's value (`src_ip="`, then
-/// `",src_port="`, ...) and after the last (`"`), for one scrape.
+/// `",src_port="`, ...; empty for a label not chosen) and after the last
+/// (`"`, or nothing when none is chosen), for one scrape.
 pub struct FlowTemplate {
-    before: [&'static str; 5],
+    before: [String; FLOW_LABELS.len()],
     after: &'static str,
-    any: bool,
 }
-
-/// What comes before a label's value: the first chosen one, or a later one.
-const FIRST: [&str; 5] = [
-    "src_ip=\"",
-    "src_port=\"",
-    "dst_ip=\"",
-    "dst_port=\"",
-    "role=\"",
-];
-const LATER: [&str; 5] = [
-    "\",src_ip=\"",
-    "\",src_port=\"",
-    "\",dst_ip=\"",
-    "\",dst_port=\"",
-    "\",role=\"",
-];
 
 impl FlowTemplate {
     pub fn new(chosen: LabelSelection) -> FlowTemplate {
-        let mut before = [""; 5];
-        let mut any = false;
-        for (i, slot) in before.iter_mut().enumerate() {
-            if chosen.has(flow_label(i)) {
-                *slot = if any { LATER[i] } else { FIRST[i] };
-                any = true;
+        let mut before: [String; FLOW_LABELS.len()] = Default::default();
+        let mut separator = "";
+        for ((slot, label), name) in before.iter_mut().zip(FlowLabel::ALL).zip(FLOW_LABELS) {
+            if chosen.has(label) {
+                *slot = format!("{separator}{name}=\"");
+                separator = "\",";
             }
         }
-        FlowTemplate {
-            before,
-            after: if any { "\"" } else { "" },
-            any,
-        }
+        let after = if separator.is_empty() { "" } else { "\"" };
+        FlowTemplate { before, after }
     }
 
     /// Whether any flow label is chosen: the identity's leading comma is
     /// dropped when none is.
     pub fn any(&self) -> bool {
-        self.any
+        !self.after.is_empty()
     }
 
-    /// The chosen flow labels of `labels`, without braces.
+    /// The chosen flow labels of `labels`, without braces. Spelled out
+    /// label by label: a loop over [`FlowLabel::ALL`] with a match inside
+    /// took the 100k-flow encoder from a median of 13.7 to 16.2 ms (six
+    /// interleaved runs of `-- encode`, 2026-12-03).
     pub fn write(&self, labels: &SeriesLabels, text: &mut StackText) {
-        let b = &self.before;
-        if !b[0].is_empty() {
-            text.push(b[0]);
+        let [src_ip, src_port, dst_ip, dst_port, role] = &self.before;
+        if !src_ip.is_empty() {
+            text.push(src_ip);
             text.ip(labels.local.ip());
         }
-        if !b[1].is_empty() {
-            text.push(b[1]);
+        if !src_port.is_empty() {
+            text.push(src_port);
             text.port(labels.local.port());
         }
-        if !b[2].is_empty() {
-            text.push(b[2]);
+        if !dst_ip.is_empty() {
+            text.push(dst_ip);
             text.ip(labels.remote.ip());
         }
-        if !b[3].is_empty() {
-            text.push(b[3]);
+        if !dst_port.is_empty() {
+            text.push(dst_port);
             text.port(labels.remote.port());
         }
-        if !b[4].is_empty() {
-            text.push(b[4]);
+        if !role.is_empty() {
+            text.push(role);
             text.push(labels.role.as_str());
         }
         text.push(self.after);
     }
-}
-
-fn flow_label(i: usize) -> FlowLabel {
-    const ORDER: [FlowLabel; FLOW_LABELS.len()] = [
-        FlowLabel::SrcIp,
-        FlowLabel::SrcPort,
-        FlowLabel::DstIp,
-        FlowLabel::DstPort,
-        FlowLabel::Role,
-    ];
-    ORDER[i]
 }
 
 /// The digits of each octet, and how many there are.
