@@ -38,8 +38,9 @@ if $test; then
 fi
 if $bench; then
     # cyclictest (rt-tests) measures real-time wake-up delays while
-    # benches/connections.rs scrapes.
-    packages+=(rt-tests)
+    # benches/connections.rs scrapes; benches/exporter.rs times scrapes
+    # with curl.
+    packages+=(rt-tests curl)
 fi
 
 missing=()
